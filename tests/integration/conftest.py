@@ -1,0 +1,122 @@
+"""Real gVisor nodes for integration tests, made with scripts/gvisor-node.
+
+Nodes are docker containers run by runsc (gVisor 20240729, or 20221219 as
+runtime runsc-legacy on bookworm machines) or by plain runc. Tests drive them
+with the project's own playbooks over the community.docker.docker connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+GVISOR_NODE = REPO / "scripts" / "gvisor-node"
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+NODE_PREFIX = "kg-it-"
+
+
+def gvisor_node(*args: str) -> str:
+    result = subprocess.run(
+        [str(GVISOR_NODE), *args], check=True, capture_output=True, text=True
+    )
+    return result.stdout
+
+
+def runtime_registered(runtime: str) -> bool:
+    return any(
+        line.split("\t")[0] == runtime for line in gvisor_node("runtimes").splitlines()
+    )
+
+
+class Node:
+    """A node container and how to run the project's playbooks against it."""
+
+    def __init__(self, name: str, image: str, runtime: str, workdir: Path):
+        self.name = name
+        self.image = image
+        self.runtime = runtime
+        self.inventory = workdir / f"{name}.yml"
+        self.inventory.write_text(yaml.safe_dump(self._inventory()))
+
+    def _inventory(self) -> dict:
+        host_vars = {
+            "ansible_connection": "community.docker.docker",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "container_engine": "containerd",
+        }
+        return {
+            "k3s_cluster": {
+                "children": {
+                    "server": {"hosts": {self.name: host_vars}},
+                    "agent": {"hosts": {}},
+                }
+            }
+        }
+
+    def playbook(self, playbook: str, *args: str) -> "PlaybookRun":
+        """Run a playbook with the JSON callback and return its parsed result."""
+        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+        proc = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory),
+             str(REPO / playbook), *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )
+        return PlaybookRun(self.name, proc)
+
+    def exec(self, *command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "exec", self.name, *command],
+                              capture_output=True, text=True, timeout=120)
+
+
+class PlaybookRun:
+    def __init__(self, host: str, proc: subprocess.CompletedProcess):
+        self.host = host
+        self.returncode = proc.returncode
+        self.stderr = proc.stderr
+        try:
+            self.result = json.loads(proc.stdout)
+        except json.JSONDecodeError as error:
+            raise AssertionError(
+                f"playbook printed no JSON ({error}):\n{proc.stdout}\n{proc.stderr}"
+            ) from None
+
+    def task(self, name: str) -> dict:
+        """The result on this host of the last task called NAME (role prefix ignored)."""
+        for play in reversed(self.result["plays"]):
+            for task in reversed(play["tasks"]):
+                title = task["task"]["name"].split(" : ", 1)[-1]
+                if title == name and self.host in task["hosts"]:
+                    return task["hosts"][self.host]
+        raise AssertionError(f"no task {name!r} ran on {self.host}")
+
+    @property
+    def stats(self) -> dict:
+        return self.result["stats"][self.host]
+
+
+@pytest.fixture(scope="session")
+def node_factory(tmp_path_factory):
+    """make(suffix, image=..., runtime=...) -> Node; all destroyed at the end."""
+    workdir = tmp_path_factory.mktemp("nodes")
+    made: list[str] = []
+
+    def make(suffix: str, image: str = "sid", runtime: str = "runsc") -> Node:
+        if runtime != "runc" and not runtime_registered(runtime):
+            pytest.skip(f"docker has no runtime {runtime} on this machine "
+                        "(runsc-legacy, gVisor 20221219, exists on bookworm machines only)")
+        name = f"{NODE_PREFIX}{suffix}"
+        gvisor_node("destroy", name)
+        gvisor_node("create", name, "--image", image, "--runtime", runtime)
+        made.append(name)
+        return Node(name, image, runtime, workdir)
+
+    yield make
+    if made:
+        gvisor_node("destroy", *made)

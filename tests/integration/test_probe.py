@@ -1,0 +1,123 @@
+"""The probe on real nodes: what it reports must match what the field notes saw."""
+
+from __future__ import annotations
+
+import pytest
+
+PROBE = "Probe the host"
+
+
+def blocker_ids(facts: dict) -> set[str]:
+    return {b["id"] for b in facts["blockers"]}
+
+
+def host_state(node) -> dict[str, str]:
+    """What the probe must leave exactly as it found it."""
+    return {
+        "mounts": node.exec("cat", "/proc/self/mountinfo").stdout,
+        "scratch": node.exec("ls", "-a", "/var/tmp").stdout,
+        # Every process but ps itself: no child of the probe may outlive it.
+        "processes": [line for line in node.exec("ps", "-eo", "pid,stat,comm").stdout.splitlines()
+                      if not line.endswith(" ps")],
+        "netns": node.exec("ip", "link", "show").stdout,
+    }
+
+
+@pytest.fixture(scope="module")
+def gvisor_sid(node_factory):
+    node = node_factory("probe-sid")
+    before = host_state(node)
+    run = node.playbook("playbooks/probe.yml")
+    return node, run, before
+
+
+def test_gvisor_20240729_sid_facts(gvisor_sid):
+    _, run, _ = gvisor_sid
+    assert run.returncode == 0, run.stderr
+    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    assert facts["is_gvisor"] is True
+    assert any("Starting gVisor" in line for line in facts["gvisor_evidence"])
+    assert facts["kernel_release"] == "4.4.0"
+    assert facts["cgroup"]["version"] == 1
+    assert {"cpu", "memory", "pids", "devices"} <= set(facts["cgroup"]["controllers"])
+    assert facts["cgroup_namespace"] is False
+    assert facts["cap_last_cap"]["file_present"] is True
+    assert facts["cap_last_cap"]["probed"] == facts["cap_last_cap"]["file_value"] == 40
+    assert facts["procfs_root_inode"] != 1
+    assert facts["child_subreaper"] is True
+    assert facts["runc"]["version"].startswith("1.3.")
+    assert facts["containerd"]["version"].startswith("2.")
+    assert facts["netlink"]["veth"]["works"] and facts["netlink"]["bridge"]["works"]
+    assert facts["netlink"]["route_del"]["works"] is False
+
+
+def test_gvisor_20240729_sid_blockers(gvisor_sid):
+    _, run, _ = gvisor_sid
+    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    # Each one seen by hand on such a node, with its own error text: B1, B3
+    # and B8 from runc 1.3.6, B5 in containerd 2.1.9's log, B7 on an overlay
+    # mount, B9 on a CRI container joining its pod's PID namespace.
+    # cap_last_cap exists on 20240729 (no B2), PR_SET_CHILD_SUBREAPER works
+    # (no B4) and so does joining a session keyring (no B6).
+    assert blocker_ids(facts) == {"B1", "B3", "B5", "B7", "B8", "B9"}
+    assert not any(b["fatal"] for b in facts["blockers"])
+    for blocker in facts["blockers"]:
+        assert blocker["evidence"] and blocker["remedy"] and blocker["title"]
+
+
+def test_probe_leaves_nothing_behind(gvisor_sid):
+    node, _, before = gvisor_sid
+    after = host_state(node)
+    for what in before:
+        assert after[what] == before[what], f"probe changed {what}"
+
+
+def test_probe_report_names_blockers(gvisor_sid):
+    _, run, _ = gvisor_sid
+    report = "\n".join(run.task("Report what the host can do")["msg"])
+    assert "gVisor" in report and "B1" in report and "B3" in report
+
+
+def test_gvisor_20240729_trixie_runc_1_1(node_factory):
+    """runc 1.1 predates the procfs and maskDir checks: only B1 is left."""
+    node = node_factory("probe-trixie", image="trixie")
+    run = node.playbook("playbooks/probe.yml")
+    assert run.returncode == 0, run.stderr
+    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    assert facts["runc"]["version"].startswith("1.1.")
+    assert facts["containerd"]["version"].startswith("1.7.")
+    # containerd 1.7 has no kernel check (no B5); runc 1.1 has neither the
+    # procfs root check (B3) nor the size-limited masking tmpfs (B8).
+    assert blocker_ids(facts) == {"B1", "B7", "B9"}
+
+
+def test_plain_runc_container_is_not_gvisor(node_factory):
+    node = node_factory("probe-plain", runtime="runc")
+    run = node.playbook("playbooks/probe.yml")
+    assert run.returncode == 0, run.stderr
+    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    assert facts["is_gvisor"] is False
+    assert facts["cgroup_namespace"] is True
+    assert facts["procfs_root_inode"] == 1
+    assert facts["child_subreaper"] is True
+    assert facts["tmpfs_size_options"]["works"] is True
+    # Nothing gVisor-specific. Overlay may fail here for a reason of docker's
+    # own: an overlay upper directory on docker's overlay2 root is refused.
+    assert blocker_ids(facts) <= {"B7"}
+
+
+def test_gvisor_20221219_is_beyond_repair(node_factory):
+    node = node_factory("probe-legacy", runtime="runsc-legacy")
+    run = node.playbook("playbooks/probe.yml")
+    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    assert facts["is_gvisor"] is True
+    assert facts["cap_last_cap"]["file_present"] is False
+    assert facts["child_subreaper"] is False
+    # 20221219 also lacks cap_last_cap (B2 with runc 1.3.6) and the session
+    # keyring (B6); its overlay works (no B7).
+    assert blocker_ids(facts) == {"B1", "B2", "B3", "B4", "B5", "B6", "B8", "B9"}
+    assert [b["id"] for b in facts["blockers"] if b["fatal"]] == ["B4"]
+    # The play stops on the host with the diagnosis in plain words.
+    assert run.returncode != 0
+    failure = run.task("Stop where no pod can run")
+    assert failure.get("failed") and "B4" in failure["msg"]

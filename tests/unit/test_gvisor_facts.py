@@ -1,0 +1,769 @@
+"""Unit tests for roles/gvisor_preflight/module_utils/gvisor_facts.py.
+
+The parsers and the blocker logic are fed real file contents and command
+output, captured on this project's machines (plain Linux 6.x kernel, and
+gVisor 20240729 / 20221219 sandboxes started with
+`runsc --platform=ptrace --network=none do`). The last tests run the real
+probe on the machine running the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import os
+import pathlib
+import signal
+import sys
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "roles" / "gvisor_preflight" / "module_utils"))
+
+import gvisor_facts as gf  # noqa: E402  (path set up above)
+
+# ---------------------------------------------------------------------------
+# Real samples
+# ---------------------------------------------------------------------------
+
+# gVisor 20240729 (runsc do), with the cgroup v1 hierarchies mounted the way a
+# privileged docker node has them (tmpfs on /sys/fs/cgroup, one per controller).
+GVISOR_20240729_MOUNTINFO = """\
+18 17 0:19 / / rw - overlay none rw
+19 18 0:20 / /sys rw - sysfs none rw,dentry_cache_limit=1000
+21 18 0:21 / /dev rw - tmpfs none rw,mode=0755
+22 18 0:22 / /proc rw - proc none rw,dentry_cache_limit=1000
+23 21 0:23 / /dev/pts rw - devpts none rw
+24 19 0:25 / /sys/fs/cgroup rw - tmpfs none rw
+25 24 0:9 / /sys/fs/cgroup/cpu rw - cgroup none rw,cpu
+26 24 0:10 / /sys/fs/cgroup/cpuacct rw - cgroup none rw,cpuacct
+27 24 0:11 / /sys/fs/cgroup/cpuset rw - cgroup none rw,cpuset
+28 24 0:14 / /sys/fs/cgroup/memory rw - cgroup none rw,memory
+29 24 0:12 / /sys/fs/cgroup/devices rw - cgroup none rw,devices
+30 24 0:13 / /sys/fs/cgroup/job rw - cgroup none rw,job
+31 24 0:15 / /sys/fs/cgroup/pids rw - cgroup none rw,pids
+"""
+
+# gVisor 20240729 under `runsc do`: no cgroup mounted at all.
+GVISOR_RUNSC_DO_MOUNTINFO = """\
+18 17 0:19 / / rw - overlay none rw
+19 18 0:20 / /sys rw - sysfs none rw,dentry_cache_limit=1000
+21 18 0:21 / /dev rw - tmpfs none rw,mode=0755
+22 18 0:22 / /proc rw - proc none rw,dentry_cache_limit=1000
+23 21 0:23 / /dev/pts rw - devpts none rw
+"""
+
+# The plain-kernel machine this project is developed on: hybrid cgroups (v1
+# controllers plus an empty cgroup2 at /sys/fs/cgroup/unified), a shared
+# /var/lib/docker and an overlay with long options.
+PLAIN_HYBRID_MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+23 27 0:22 / /sys rw,relatime - sysfs sysfs rw
+24 27 0:6 / /dev rw,relatime - devtmpfs devtmpfs rw,size=12358300k,nr_inodes=3089575,mode=755
+25 24 0:23 / /dev/shm rw,relatime - tmpfs tmpfs rw,size=24731708k
+26 24 0:24 / /dev/pts rw,relatime - devpts devpts rw,mode=600,ptmxmode=000
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+42 27 254:0 /var/lib/docker /var/lib/docker rw,relatime shared:1 - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+46 42 0:39 / /var/lib/docker/overlay2/1cc0ba6bbcd7/merged rw,relatime shared:2 - overlay overlay \
+rw,lowerdir=/var/lib/docker/overlay2/l/NFZAEHQ2YXZ5:/var/lib/docker/overlay2/l/TNQUCXD64UK7,\
+upperdir=/var/lib/docker/overlay2/1cc0ba6bbcd7/diff,workdir=/var/lib/docker/overlay2/1cc0ba6bbcd7/work
+48 27 0:4 net:[4026532259] /run/docker/netns/eac47e7d4532 rw - nsfs nsfs rw
+"""
+
+# A systemd host in the unified cgroup v2 layout (the Debian 12 default; lines
+# as such a host writes them), plus a mount point with an escaped space.
+PLAIN_UNIFIED_MOUNTINFO = """\
+22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+23 28 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
+28 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro
+30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+61 28 0:52 / /mnt/usb\\040stick rw,relatime shared:30 - vfat /dev/sdb1 rw,fmask=0022
+"""
+UNIFIED_CGROUP_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc\n"
+
+# An older systemd host: cpu and cpuacct co-mounted, flags among the options.
+PLAIN_V1_COMOUNTED_MOUNTINFO = """\
+24 23 0:19 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup \
+rw,xattr,release_agent=/usr/lib/systemd/systemd-cgroups-agent,name=systemd
+27 23 0:22 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:12 - cgroup cgroup rw,cpuacct,cpu,clone_children
+28 23 0:23 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,memory,clone_children
+"""
+
+# syslog(2) SYSLOG_ACTION_READ_ALL output, raw (with <level> prefixes).
+GVISOR_KERNEL_LOG = (
+    "<6>[   0.000000] Starting gVisor...\n"
+    "<6>[   0.466317] Creating cloned children...\n"
+    "<6>[   0.701671] Recruiting cron-ies...\n"
+    "<6>[   0.999147] Letting the watchdogs out...\n"
+    "<6>[   1.150767] Constructing home...\n"
+    "<6>[   2.281623] Setting up VFS...\n"
+    "<6>[   2.410288] Setting up FUSE...\n"
+    "<6>[   2.598471] Ready!\n"
+)
+PLAIN_KERNEL_LOG = (
+    "<6>[    0.092405] pci_bus 0000:00: root bus resource [mem 0x4000000000-0x7fffffffff window]\n"
+    "<6>[    0.092405] pci_bus 0000:00: root bus resource [io  0x0000-0x0cf7 window]\n"
+    "<6>[    0.092405] pci_bus 0000:00: root bus resource [io  0x0d00-0xffff window]\n"
+)
+GVISOR_PROC_VERSION = "Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016\n"
+PLAIN_PROC_VERSION = (
+    "Linux version 6.18.44-fc-v657 (builder@sandboxing) (gcc (GCC) 15.3.0, GNU ld (GNU Binutils) 2.46) "
+    "#1 SMP PREEMPT_DYNAMIC @0\n"
+)
+
+CONTAINERD_OUTPUTS = {
+    "containerd containerd.io 1.7.24 88bf19b2105c8b17560993bee28a01ddc2f97182\n": ("1.7.24", [1, 7, 24]),
+    "containerd github.com/containerd/containerd/v2 2.1.9+unknown \n": ("2.1.9+unknown", [2, 1, 9]),
+    "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n": ("1.6.20~ds1", [1, 6, 20]),
+    "containerd github.com/k3s-io/containerd v1.7.23-k3s2 a4fa2b9f2e4e\n": ("1.7.23-k3s2", [1, 7, 23]),
+}
+RUNC_OUTPUTS = {
+    "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\nspec: 1.0.2-dev\ngo: go1.19.8\nlibseccomp: 2.5.4\n": (
+        "1.1.5+ds1",
+        [1, 1, 5],
+    ),
+    "runc version 1.3.6+ds1\ncommit: 1.3.6+ds1-1\nspec: 1.2.1\ngo: go1.26.5\nlibseccomp: 2.6.1\n": (
+        "1.3.6+ds1",
+        [1, 3, 6],
+    ),
+    "runc version 1.2.6\ncommit: v1.2.6-0-ge89a2992\nspec: 1.2.0\ngo: go1.23.7\nlibseccomp: 2.5.5\n": (
+        "1.2.6",
+        [1, 2, 6],
+    ),
+}
+
+# `ip -force -batch -` stderr for NETLINK_BATCH.
+GVISOR_IP_BATCH_STDERR = "RTNETLINK answers: Operation not supported\nCommand failed -:9\n"
+# The same batch run a second time in one network namespace of a plain kernel.
+PLAIN_IP_BATCH_RERUN_STDERR = (
+    "RTNETLINK answers: File exists\nCommand failed -:1\n"
+    "RTNETLINK answers: File exists\nCommand failed -:2\n"
+    "Error: ipv4: Address already assigned.\nCommand failed -:4\n"
+)
+
+# Probe results as observed (facts dicts minus evidence and blockers): this
+# machine, a gVisor 20240729 docker node, and gVisor 20221219 (`runsc do`,
+# with bookworm's binaries).
+OBSERVED_PLAIN = {
+    "is_gvisor": False,
+    "kernel_release": "6.18.44-fc-v657",
+    "kernel_version_tuple": [6, 18, 44],
+    "init_system": {"name": "process_api", "systemd": False},
+    "cgroup": {
+        "version": 1,
+        "controllers": ["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"],
+    },
+    "cgroup_namespace": True,
+    "cap_last_cap": {"file_present": True, "file_value": 40, "probed": 40},
+    "procfs_root_inode": 1,
+    "procfs_is_procfs": True,
+    "dev_kmsg": True,
+    "netfilter_conntrack_sysctls": True,
+    "child_subreaper": True,
+    "child_subreaper_error": None,
+    "keyring": {"session_keyring_join": True, "error": None},
+    "pid_namespace_join": {"works": True, "error": None},
+    "overlayfs": {"works": True, "error": None},
+    "tmpfs_size_options": {"works": True, "error": None},
+    "containerd": {"found": True, "path": "/usr/bin/containerd", "version": "1.6.20~ds1", "version_tuple": [1, 6, 20]},
+    "runc": {"found": True, "path": "/usr/bin/runc", "version": "1.1.5+ds1", "version_tuple": [1, 1, 5]},
+}
+OBSERVED_GVISOR_20240729 = {
+    "is_gvisor": True,
+    "kernel_release": "4.4.0",
+    "kernel_version_tuple": [4, 4, 0],
+    "init_system": {"name": "sleep", "systemd": False},
+    "cgroup": {"version": 1, "controllers": ["cpu", "cpuacct", "cpuset", "devices", "job", "memory", "pids"]},
+    "cgroup_namespace": False,
+    "cap_last_cap": {"file_present": True, "file_value": 40, "probed": 40},
+    "procfs_root_inode": 86,
+    "procfs_is_procfs": True,
+    "dev_kmsg": False,
+    "netfilter_conntrack_sysctls": False,
+    "child_subreaper": True,
+    "child_subreaper_error": None,
+    "keyring": {"session_keyring_join": True, "error": None},
+    "pid_namespace_join": {"works": False, "error": "setns(CLONE_NEWPID): EINVAL: Invalid argument"},
+    "overlayfs": {"works": False, "error": "mount -t overlay: EINVAL: Invalid argument"},
+    "tmpfs_size_options": {
+        "works": False,
+        "error": "mount -t tmpfs -o ro,nr_blocks=1,nr_inodes=1: EINVAL: Invalid argument",
+    },
+    # a sid node (docker --runtime=runsc --privileged, Python 3.14)
+    "containerd": {
+        "found": True,
+        "path": "/usr/bin/containerd",
+        "version": "2.1.9+unknown",
+        "version_tuple": [2, 1, 9],
+    },
+    "runc": {"found": True, "path": "/usr/bin/runc", "version": "1.3.6+ds1", "version_tuple": [1, 3, 6]},
+}
+OBSERVED_GVISOR_20221219 = {
+    "is_gvisor": True,
+    "kernel_release": "4.4.0",
+    "kernel_version_tuple": [4, 4, 0],
+    "init_system": {"name": "sleep", "systemd": False},
+    "cgroup": {"version": None, "controllers": []},
+    "cgroup_namespace": False,
+    "cap_last_cap": {"file_present": False, "file_value": None, "probed": 37},
+    "procfs_root_inode": 75,
+    "procfs_is_procfs": True,
+    "dev_kmsg": False,
+    "netfilter_conntrack_sysctls": False,
+    "child_subreaper": False,
+    "child_subreaper_error": "EINVAL: Invalid argument",
+    "keyring": {"session_keyring_join": False, "error": "EACCES: Permission denied"},
+    "pid_namespace_join": {"works": False, "error": "setns(CLONE_NEWPID): ENOTSUP: Operation not supported"},
+    "overlayfs": {"works": True, "error": None},
+    "tmpfs_size_options": {
+        "works": False,
+        "error": "mount -t tmpfs -o ro,nr_blocks=1,nr_inodes=1: EINVAL: Invalid argument",
+    },
+    # a bookworm node
+    "containerd": {"found": True, "path": "/usr/bin/containerd", "version": "1.6.20~ds1", "version_tuple": [1, 6, 20]},
+    "runc": {"found": True, "path": "/usr/sbin/runc", "version": "1.1.5+ds1", "version_tuple": [1, 1, 5]},
+}
+NOT_FOUND = {"found": False, "path": None, "version": None, "version_tuple": None}
+
+# The blockers' words, exactly as the field notes give them.
+FIELD_NOTES_ERROR_TEXTS = {
+    "B1": "cgroup namespaces aren't enabled in the kernel",
+    "B2": "error during container init: open /proc/sys/kernel/cap_last_cap: no such file or directory",
+    "B3": "runc create failed: unsafe procfs detected: incorrect procfs root inode number 86",
+    "B6": "unable to join session keyring",
+    "B8": (
+        'error during container init: can\'t mask dir "/sys/firmware": mount src=tmpfs, dst=/sys/firmware, '
+        "flags=MS_RDONLY, data=nr_blocks=1,nr_inodes=1: invalid argument"
+    ),
+    "B9": "runc create failed: unable to start container process: can't get final child's PID from pipe: EOF",
+}
+
+
+def facts_with(base: dict, **changes) -> dict:
+    facts = copy.deepcopy(base)
+    facts.update(changes)
+    return facts
+
+
+def blocker_ids(facts: dict) -> list[str]:
+    return [blocker["id"] for blocker in gf.evaluate_blockers(facts)]
+
+
+def blocker(facts: dict, blocker_id: str) -> dict:
+    return next(b for b in gf.evaluate_blockers(facts) if b["id"] == blocker_id)
+
+
+# ---------------------------------------------------------------------------
+# gVisor detection
+# ---------------------------------------------------------------------------
+
+
+def test_kernel_log_first_line_strips_level_and_timestamp():
+    assert gf.kernel_log_first_line(GVISOR_KERNEL_LOG) == "Starting gVisor..."
+    assert gf.kernel_log_first_line("[    0.000000] Starting gVisor...\n") == "Starting gVisor..."
+    assert gf.kernel_log_first_line(PLAIN_KERNEL_LOG).startswith("pci_bus 0000:00: root bus resource")
+    assert gf.kernel_log_first_line("") is None
+
+
+def test_gvisor_kernel_log_decides():
+    is_gvisor, evidence = gf.decide_is_gvisor(GVISOR_KERNEL_LOG, None, GVISOR_PROC_VERSION)
+    assert is_gvisor is True
+    assert any("Starting gVisor..." in line for line in evidence)
+    assert any("supporting evidence only" in line for line in evidence)
+
+
+def test_plain_kernel_is_not_gvisor():
+    is_gvisor, evidence = gf.decide_is_gvisor(PLAIN_KERNEL_LOG, None, PLAIN_PROC_VERSION)
+    assert is_gvisor is False
+    assert any("not gVisor's fixed string" in line for line in evidence)
+
+
+def test_gvisor_version_string_alone_is_not_enough():
+    """An unreadable kernel log leaves is_gvisor false even with gVisor's /proc/version."""
+    is_gvisor, evidence = gf.decide_is_gvisor(None, "EPERM: Operation not permitted", GVISOR_PROC_VERSION)
+    assert is_gvisor is False
+    assert evidence[0] == "kernel log unreadable via syslog(2): EPERM: Operation not permitted"
+    assert gf.proc_version_is_gvisor(GVISOR_PROC_VERSION)
+
+
+def test_real_kernel_log_with_faked_version_is_not_gvisor():
+    assert gf.decide_is_gvisor(PLAIN_KERNEL_LOG, None, GVISOR_PROC_VERSION)[0] is False
+
+
+def test_proc_version_pattern():
+    assert gf.proc_version_is_gvisor("Linux version 4.19.0 #1 SMP Sun Jan 10 15:06:54 PST 2016")
+    assert not gf.proc_version_is_gvisor(PLAIN_PROC_VERSION)
+    assert not gf.proc_version_is_gvisor(None)
+
+
+# ---------------------------------------------------------------------------
+# Versions
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output, expected", CONTAINERD_OUTPUTS.items())
+def test_containerd_version(output, expected):
+    version = gf.parse_containerd_version(output)
+    assert (version, gf.version_tuple(version)) == expected
+
+
+@pytest.mark.parametrize("output, expected", RUNC_OUTPUTS.items())
+def test_runc_version(output, expected):
+    version = gf.parse_runc_version(output)
+    assert (version, gf.version_tuple(version)) == expected
+
+
+def test_unparsable_version_output():
+    assert gf.parse_runc_version("runc: error while loading shared libraries\n") is None
+    assert gf.parse_containerd_version("") is None
+    assert gf.version_tuple(None) is None
+
+
+def test_kernel_release_tuple():
+    assert gf.version_tuple("6.18.44-fc-v657") == [6, 18, 44]
+    assert gf.version_tuple("4.4.0") == [4, 4, 0]
+    assert gf.version_tuple("6.1") == [6, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "version, affected",
+    [
+        ([1, 1, 5], False),
+        ([1, 1, 15], False),
+        ([1, 2, 7], False),
+        ([1, 2, 8], True),
+        ([1, 2, 9], True),
+        ([1, 3, 0], False),
+        ([1, 3, 2], False),
+        ([1, 3, 3], True),
+        ([1, 3, 6], True),
+        ([1, 4, 0], True),
+        ([2, 0, 0], True),
+    ],
+)
+def test_runc_procfs_hardening_range(version, affected):
+    assert gf.runc_has_procfs_hardening(version) is affected
+
+
+@given(st.text())
+def test_version_parsers_never_raise(text):
+    result = gf.version_tuple(text)
+    assert result is None or (len(result) == 3 and all(isinstance(n, int) for n in result))
+    gf.parse_containerd_version(text)
+    gf.parse_runc_version(text)
+
+
+# ---------------------------------------------------------------------------
+# Mountinfo and cgroups
+# ---------------------------------------------------------------------------
+
+
+def test_parse_mountinfo_fields():
+    mounts = gf.parse_mountinfo(PLAIN_HYBRID_MOUNTINFO)
+    by_point = {m["mount_point"]: m for m in mounts}
+    assert by_point["/"]["fstype"] == "ext4"
+    assert by_point["/"]["source"] == "/dev/vda"
+    assert by_point["/var/lib/docker"]["optional_fields"] == ["shared:1"]
+    assert by_point["/sys/fs/cgroup/systemd"]["super_options"] == "rw,name=systemd"
+    assert by_point["/run/docker/netns/eac47e7d4532"]["fstype"] == "nsfs"
+
+
+def test_parse_mountinfo_unescapes_paths():
+    mounts = gf.parse_mountinfo(PLAIN_UNIFIED_MOUNTINFO)
+    assert "/mnt/usb stick" in [m["mount_point"] for m in mounts]
+
+
+def test_gvisor_cgroups_are_v1():
+    assert gf.summarize_cgroups(gf.parse_mountinfo(GVISOR_20240729_MOUNTINFO)) == {
+        "version": 1,
+        "controllers": ["cpu", "cpuacct", "cpuset", "devices", "job", "memory", "pids"],
+    }
+
+
+def test_no_cgroups_mounted():
+    assert gf.summarize_cgroups(gf.parse_mountinfo(GVISOR_RUNSC_DO_MOUNTINFO)) == {"version": None, "controllers": []}
+
+
+def test_hybrid_host_reports_v1_without_named_hierarchies():
+    mounts = gf.parse_mountinfo(PLAIN_HYBRID_MOUNTINFO)
+    assert gf.unified_cgroup_mount(mounts) == "/sys/fs/cgroup/unified"
+    assert gf.summarize_cgroups(mounts, "") == {
+        "version": 1,
+        "controllers": ["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"],
+    }
+
+
+def test_unified_host_reports_v2_controllers_from_file():
+    mounts = gf.parse_mountinfo(PLAIN_UNIFIED_MOUNTINFO)
+    assert gf.unified_cgroup_mount(mounts) == "/sys/fs/cgroup"
+    assert gf.summarize_cgroups(mounts, UNIFIED_CGROUP_CONTROLLERS) == {
+        "version": 2,
+        "controllers": ["cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma"],
+    }
+
+
+def test_comounted_v1_controllers_and_flags():
+    summary = gf.summarize_cgroups(gf.parse_mountinfo(PLAIN_V1_COMOUNTED_MOUNTINFO))
+    assert summary == {"version": 1, "controllers": ["cpu", "cpuacct", "memory"]}
+
+
+def test_shared_mounts_detection():
+    assert gf.has_shared_mounts(gf.parse_mountinfo(PLAIN_HYBRID_MOUNTINFO))
+    assert not gf.has_shared_mounts(gf.parse_mountinfo(GVISOR_20240729_MOUNTINFO))
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n\r"), max_size=80), max_size=8))
+def test_parse_mountinfo_never_raises(lines):
+    for mount in gf.parse_mountinfo("\n".join(lines)):
+        assert set(mount) == {"mount_point", "mount_options", "optional_fields", "fstype", "source", "super_options"}
+
+
+def test_cap_last_cap_file_parsing():
+    assert gf.parse_cap_last_cap("40\n") == 40
+    assert gf.parse_cap_last_cap(None) is None
+    assert gf.parse_cap_last_cap("") is None
+
+
+# ---------------------------------------------------------------------------
+# Netlink batch
+# ---------------------------------------------------------------------------
+
+
+def test_batch_script_has_one_line_per_command():
+    script = gf.netlink_batch_script()
+    assert script.count("\n") == len(gf.NETLINK_BATCH)
+    assert {step for step, _ in gf.NETLINK_BATCH} == set(gf.NETLINK_STEPS)
+
+
+def test_gvisor_batch_fails_only_route_del():
+    results = gf.netlink_step_results(GVISOR_IP_BATCH_STDERR)
+    assert [step for step in gf.NETLINK_STEPS if results[step]["works"]] == ["veth", "bridge", "address", "route_add"]
+    assert results["route_del"] == {
+        "works": False,
+        "error": "ip route del 10.255.1.0/24 dev kgp-br: RTNETLINK answers: Operation not supported",
+    }
+
+
+def test_batch_failures_map_to_their_steps():
+    results = gf.netlink_step_results(PLAIN_IP_BATCH_RERUN_STDERR)
+    assert [step for step in gf.NETLINK_STEPS if not results[step]["works"]] == ["veth", "bridge", "address"]
+    assert results["veth"]["error"] == "ip link add kgp-va type veth peer name kgp-vb: RTNETLINK answers: File exists"
+    assert results["bridge"]["error"] == "ip link add kgp-br type bridge: RTNETLINK answers: File exists"
+    assert results["address"]["error"].endswith("Error: ipv4: Address already assigned.")
+
+
+def test_clean_batch_passes_every_step():
+    results = gf.netlink_step_results("")
+    assert all(results[step] == {"works": True, "error": None} for step in gf.NETLINK_STEPS)
+
+
+def test_batch_that_never_ran_is_untested():
+    # iproute2's answer to an option it does not know; no command ran.
+    facts = gf.netlink_facts_from_batch(255, 'Option "-force" is unknown, try "ip -help".', "/sbin/ip")
+    assert facts["available"] is False
+    assert (
+        facts["reason"] == 'ip -force -batch failed as a whole (exit 255): Option "-force" is unknown, try "ip -help".'
+    )
+    assert facts["veth"] == {"works": None, "error": facts["reason"]}
+
+
+def test_batch_with_failed_commands_is_available():
+    facts = gf.netlink_facts_from_batch(1, GVISOR_IP_BATCH_STDERR, "/usr/sbin/ip")
+    assert facts["available"] is True and facts["ip_path"] == "/usr/sbin/ip"
+    assert facts["route_del"]["works"] is False
+
+
+def test_netlink_not_tested_shape():
+    facts = gf.netlink_not_tested("no ip")
+    assert facts["available"] is False and facts["reason"] == "no ip"
+    assert all(facts[step] == {"works": None, "error": "no ip"} for step in gf.NETLINK_STEPS)
+
+
+@given(st.text())
+def test_ip_batch_parser_never_raises(stderr):
+    gf.netlink_step_results(stderr)
+
+
+# ---------------------------------------------------------------------------
+# Blockers
+# ---------------------------------------------------------------------------
+
+
+def test_catalogue_covers_b1_to_b9_with_field_notes_texts():
+    assert sorted(gf.BLOCKER_CATALOGUE) == ["B%d" % n for n in range(1, 10)]
+    assert [rule_id for rule_id, _ in gf.BLOCKER_RULES] == sorted(gf.BLOCKER_CATALOGUE)
+    for blocker_id, text in FIELD_NOTES_ERROR_TEXTS.items():
+        assert gf.BLOCKER_CATALOGUE[blocker_id].error_text == text
+    unfixable = sorted(bid for bid, info in gf.BLOCKER_CATALOGUE.items() if not info.fixable)
+    assert unfixable == ["B4", "B9"]
+    fatal = sorted(bid for bid, info in gf.BLOCKER_CATALOGUE.items() if info.fatal)
+    assert fatal == ["B4"]
+
+
+def test_plain_host_has_no_blockers():
+    assert gf.evaluate_blockers(OBSERVED_PLAIN) == []
+
+
+def test_gvisor_20240729_sid_node():
+    facts = OBSERVED_GVISOR_20240729
+    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9"]
+    assert blocker(facts, "B3")["evidence"] == "procfs root inode is 86, runc 1.3.6+ds1 verifies st_ino == 1"
+    assert "containerd is 2.1.9+unknown" in blocker(facts, "B5")["evidence"]
+    assert "4.4.0" in blocker(facts, "B5")["evidence"]
+    assert blocker(facts, "B9")["fixable"] is False
+    assert set(blocker(facts, "B1")) == {"id", "title", "evidence", "remedy", "fixable", "fatal", "error_text"}
+
+
+def test_gvisor_20240729_with_stock_bookworm_runc():
+    """runc 1.1.5 has neither the procfs check nor the sized masking tmpfs."""
+    facts = facts_with(
+        OBSERVED_GVISOR_20240729,
+        runc=OBSERVED_GVISOR_20221219["runc"],
+        containerd=OBSERVED_GVISOR_20221219["containerd"],
+    )
+    assert blocker_ids(facts) == ["B1", "B7", "B9"]
+
+
+def test_gvisor_20221219_bookworm_node():
+    facts = OBSERVED_GVISOR_20221219
+    assert blocker_ids(facts) == ["B1", "B4", "B6", "B9"]
+    assert blocker(facts, "B4")["evidence"] == "prctl(PR_SET_CHILD_SUBREAPER, 1) failed: EINVAL: Invalid argument"
+    assert "20240729" in blocker(facts, "B4")["remedy"]
+    assert "EACCES" in blocker(facts, "B6")["evidence"]
+
+
+def test_b2_needs_runc_1_3_and_a_missing_file():
+    facts = facts_with(OBSERVED_GVISOR_20221219, runc=OBSERVED_GVISOR_20240729["runc"])
+    assert "B2" in blocker_ids(facts)
+    assert "last capability 37" in blocker(facts, "B2")["evidence"]
+    assert "runc 1.3.6+ds1" in blocker(facts, "B2")["evidence"]
+    older = facts_with(facts, runc={**facts["runc"], "version": "1.2.9", "version_tuple": [1, 2, 9]})
+    assert "B2" not in blocker_ids(older)
+
+
+def test_missing_runc_and_containerd_assume_the_bundled_ones():
+    facts = facts_with(OBSERVED_GVISOR_20221219, runc=NOT_FOUND, containerd=NOT_FOUND)
+    assert blocker_ids(facts) == ["B1", "B2", "B3", "B4", "B5", "B6", "B8", "B9"]
+    for blocker_id in ("B2", "B3", "B8"):
+        assert "k3s bundles a recent runc" in blocker(facts, blocker_id)["evidence"]
+    assert "procfs root inode is 75" in blocker(facts, "B3")["evidence"]
+    assert "k3s bundles containerd 2.x" in blocker(facts, "B5")["evidence"]
+
+
+def test_b5_needs_an_old_kernel_release():
+    facts = facts_with(OBSERVED_PLAIN, containerd=OBSERVED_GVISOR_20240729["containerd"])
+    assert "B5" not in blocker_ids(facts)
+    old_kernel = facts_with(facts, kernel_release="4.10.17", kernel_version_tuple=[4, 10, 17])
+    assert "B5" in blocker_ids(old_kernel)
+
+
+def test_untested_facts_raise_no_blockers():
+    skipped = facts_with(
+        OBSERVED_GVISOR_20240729,
+        child_subreaper=None,
+        keyring={"session_keyring_join": None, "error": "skipped"},
+        overlayfs={"works": None, "error": gf.SKIPPED},
+        tmpfs_size_options={"works": None, "error": gf.SKIPPED},
+        pid_namespace_join={"works": None, "error": "no answer within 5.0 s (killed)"},
+    )
+    assert blocker_ids(skipped) == ["B1", "B3", "B5"]
+
+
+def test_blockers_from_partial_facts_do_not_raise():
+    assert gf.evaluate_blockers({}) == []
+
+
+# ---------------------------------------------------------------------------
+# Forked children (real processes, small)
+# ---------------------------------------------------------------------------
+
+
+def children_of_this_process() -> set[int]:
+    pids = set()
+    for task in os.listdir("/proc/self/task"):
+        text = gf.read_text("/proc/self/task/%s/children" % task) or ""
+        pids.update(int(pid) for pid in text.split())
+    return pids
+
+
+def no_child_left() -> bool:
+    try:
+        return os.waitpid(-1, os.WNOHANG) == (0, 0) and not children_of_this_process()
+    except ChildProcessError:
+        return not children_of_this_process()
+
+
+def test_run_forked_returns_the_child_result():
+    assert gf.run_forked(lambda: {"pid": os.getpid()}, 2)["pid"] != os.getpid()
+    assert no_child_left()
+
+
+def test_run_forked_reports_exceptions():
+    def fail():
+        raise ValueError("nope")
+
+    assert gf.run_forked(fail, 2)["error"] == "ValueError: nope"
+    assert gf.run_forked(lambda: os.open("/nonexistent/x", os.O_RDONLY), 2)["error"] == (
+        "ENOENT: No such file or directory (/nonexistent/x)"
+    )
+    assert gf.exception_text(gf.SyscallError(errno.EPERM, "unshare(CLONE_NEWNS) failed: EPERM: ...")) == (
+        "unshare(CLONE_NEWNS) failed: EPERM: ..."
+    )
+
+
+def process_is_gone(pid: int) -> bool:
+    stat = gf.read_text("/proc/%d/stat" % pid)
+    return stat is None or stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_run_forked_kills_a_hanging_child_and_its_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+
+    def hang():
+        grandchild = os.fork()
+        if grandchild == 0:  # in the child's process group
+            time.sleep(30)
+            os._exit(0)
+        pid_file.write_text(str(grandchild))
+        time.sleep(30)
+        return {}
+
+    started = time.monotonic()
+    result = gf.run_forked(hang, 0.5)
+    assert "no answer within 0.5 s" in result["error"]
+    assert time.monotonic() - started < 2
+    grandchild = int(pid_file.read_text())
+    # The child is reaped; the killed grandchild is an orphan, adopted by
+    # PID 1 at some point after the kill.
+    assert children_of_this_process() <= {grandchild}
+    deadline = time.monotonic() + 2
+    while not process_is_gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process_is_gone(grandchild)
+    if os.getpid() == 1:  # this test runs as PID 1 (e.g. under `runsc do`): the orphan is ours to reap
+        reap_when_adopted(grandchild, time.monotonic() + 2)
+
+
+def reap_when_adopted(pid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            pass  # not adopted yet
+        time.sleep(0.01)
+
+
+def test_run_forked_child_dying_silently():
+    result = gf.run_forked(lambda: os.kill(os.getpid(), signal.SIGKILL), 2)
+    assert "without a result" in result["error"]
+
+
+# ---------------------------------------------------------------------------
+# The real probe on this machine (a plain Linux 6.x kernel, as root)
+# ---------------------------------------------------------------------------
+
+needs_root_on_linux = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0, reason="the probe needs root on Linux"
+)
+
+
+@pytest.fixture(scope="module")
+def live_probe(tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("scratch")
+    facts = gf.HostProbe(scratch_dir=str(scratch), timeout=5).collect()
+    return facts, scratch
+
+
+@needs_root_on_linux
+def test_live_probe_on_plain_kernel(live_probe):
+    facts, _ = live_probe
+    if facts["is_gvisor"]:
+        pytest.skip("these assertions describe a plain kernel")
+    assert facts["cgroup_namespace"] is True
+    assert facts["cap_last_cap"]["file_present"] is True
+    assert facts["cap_last_cap"]["probed"] == facts["cap_last_cap"]["file_value"]
+    assert facts["procfs_root_inode"] == 1
+    assert facts["procfs_is_procfs"] is True
+    assert facts["kernel_version_tuple"][0] >= 5
+    assert not {"B1", "B3", "B4"} & {b["id"] for b in facts["blockers"]}
+    assert facts["child_subreaper"] is True
+    assert facts["pid_namespace_join"] == {"works": True, "error": None}
+    assert facts["overlayfs"]["works"] is True and facts["tmpfs_size_options"]["works"] is True
+    assert all(facts["netlink"][step]["works"] for step in gf.NETLINK_STEPS)
+    assert facts["probe_seconds"] < 2
+
+
+@needs_root_on_linux
+def test_live_probe_leaves_nothing_behind(live_probe):
+    facts, scratch = live_probe
+    assert list(scratch.iterdir()) == []
+    mountinfo = gf.read_text("/proc/self/mountinfo")
+    assert str(scratch) not in mountinfo and "gvisor-probe-" not in mountinfo
+    assert no_child_left()
+    assert not os.path.exists("/sys/class/net/kgp-br") and not os.path.exists("/sys/class/net/kgp-va")
+    assert facts["keyring"]["session_keyring_join"] is not None
+
+
+@needs_root_on_linux
+def test_live_probe_skips():
+    facts = gf.HostProbe(skip=list(gf.SKIPPABLE_TESTS)).collect()
+    assert facts["overlayfs"] == {"works": None, "error": gf.SKIPPED}
+    assert facts["netlink"]["available"] is False
+    assert facts["pid_namespace_join"]["works"] is None
+    assert facts["keyring"] == {"session_keyring_join": None, "error": gf.SKIPPED}
+
+
+@needs_root_on_linux
+def test_unusable_scratch_dir_leaves_mount_tests_untested(tmp_path):
+    facts = gf.HostProbe(scratch_dir=str(tmp_path / "missing"), skip=["netlink", "pid_namespace_join"]).collect()
+    assert facts["overlayfs"]["works"] is None and facts["tmpfs_size_options"]["works"] is None
+    assert facts["overlayfs"]["error"].startswith("scratch dir: ")
+    assert "B7" not in [b["id"] for b in facts["blockers"]]
+
+
+def module_docs() -> dict:
+    """DOCUMENTATION and RETURN of the Ansible module, parsed."""
+    import ast
+
+    import yaml
+
+    source = (ROOT / "roles" / "gvisor_preflight" / "library" / "gvisor_probe.py").read_text()
+    strings = {
+        node.targets[0].id: node.value.value
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    return {name: yaml.safe_load(strings[name]) for name in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
+
+
+def test_module_docs_match_the_facts():
+    docs = module_docs()
+    assert docs["DOCUMENTATION"]["options"]["skip"]["choices"] == list(gf.SKIPPABLE_TESTS)
+    documented = docs["RETURN"]["ansible_facts"]["contains"]["gvisor"]["contains"]
+    facts = gf.HostProbe(skip=gf.SKIPPABLE_TESTS).collect()
+    assert set(documented) == set(facts)
+    for key, spec in documented.items():
+        if isinstance(facts[key], dict):
+            assert set(spec["contains"]) == set(facts[key]), key
+    assert set(documented["blockers"]["contains"]) == set(gf.evaluate_blockers(OBSERVED_GVISOR_20240729)[0])
+
+
+def test_unknown_skip_name_is_rejected():
+    with pytest.raises(ValueError):
+        gf.HostProbe(skip=["overlay"])
