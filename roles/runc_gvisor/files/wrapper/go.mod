@@ -1,0 +1,3 @@
+module k3s-gvisor/runc-gvisor
+
+go 1.19
