@@ -110,6 +110,17 @@ def test_check_mode_on_a_converged_node_reports_nothing_to_do(engine_node):
     assert run.stats["changed"] == 0
 
 
+def test_check_mode_on_a_fresh_node_changes_nothing(node_factory):
+    node = node_factory("engine-check")
+    before = {path: node.exec("test", "-e", path).returncode for path in INSTALLED}
+    original = config_before(node)
+    run = node.playbook("site.yml", *STAGES, "--check", "--diff")
+    assert run.returncode == 0, run.stderr + str(run.stats)
+    assert run.stats["changed"] > 0  # it says what it would do
+    assert {path: node.exec("test", "-e", path).returncode for path in INSTALLED} == before
+    assert config_before(node) == original
+
+
 def test_reset_leaves_no_trace(engine_node):
     """Runs last in the module: it undoes the converge."""
     node, original = engine_node
