@@ -101,7 +101,6 @@ class Artifact:
     built: bool = False
     sha256: str | None = None
     seconds: float = 0.0
-    log: str = ""
 
     @property
     def directory(self) -> str:
@@ -167,20 +166,20 @@ class FleetBuild:
         os.makedirs(partial)
         started = time.monotonic()
         try:
-            artifact.log = self._build(artifact, partial)
-            recorded = os.path.join(partial, artifact.binary_name + ".sha256")
-            with open(recorded, "w", encoding="ascii") as stream:
-                stream.write(f"{sha256_file(os.path.join(partial, artifact.binary_name))}  {artifact.binary_name}\n")
+            self._build(artifact, partial)
+            digest = sha256_file(os.path.join(partial, artifact.binary_name))
+            with open(os.path.join(partial, artifact.binary_name + ".sha256"), "w", encoding="ascii") as stream:
+                stream.write(f"{digest}  {artifact.binary_name}\n")
             os.rename(partial, artifact.directory)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         artifact.seconds = time.monotonic() - started
-        artifact.sha256 = verify_cached(artifact.path)
+        artifact.sha256 = digest
         return artifact
 
-    def _build(self, artifact: Artifact, out_dir: str) -> str:
-        kind = artifact.kind
-        if kind == "runc":
+    def _build(self, artifact: Artifact, out_dir: str) -> None:
+        """Run the build's commands; their output is kept only to explain a failure."""
+        if artifact.kind == "runc":
             commands = [self.runc_command(out_dir)]
         else:
             commands = [self.build_image_command(), self.wrapper_command(out_dir, artifact.key)]
@@ -189,8 +188,7 @@ class FleetBuild:
             proc = subprocess.run(command, capture_output=True, text=True, check=False)
             log += proc.stdout + proc.stderr
             if proc.returncode != 0:
-                raise BuildFailed(f"building {kind} failed (exit {proc.returncode}): {' '.join(command)}", log)
-        return log
+                raise BuildFailed(f"building {artifact.kind} failed (exit {proc.returncode}): {' '.join(command)}", log)
 
     def build_image_command(self) -> list[str]:
         """Make sure the build image (with Go and runc's build dependencies) exists."""
