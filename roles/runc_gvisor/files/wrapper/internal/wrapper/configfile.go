@@ -50,7 +50,10 @@ func AdaptBundle(bundle string, want Adaptations) (Changes, error) {
 }
 
 func readSpec(path, bundle string) ([]byte, os.FileInfo, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+	// writer forever, hanging the shim's create; fstat below refuses it. On a
+	// regular file the flag changes nothing.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, explainOpenError(err, bundle)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 const specWithCgroup = `{"ociVersion":"1.2.0","linux":{"namespaces":[{"type":"pid"},{"type":"cgroup"}]}}`
@@ -146,6 +147,23 @@ func TestAdaptBundleErrors(t *testing.T) {
 		_, err := AdaptBundle(bundle, dropCgroup)
 		if want := path + ": is a directory, not a file"; err == nil || err.Error() != want {
 			t.Errorf("err = %v, want %s", err, want)
+		}
+	})
+	t.Run("config.json is a FIFO", func(t *testing.T) {
+		bundle := t.TempDir()
+		path := filepath.Join(bundle, "config.json")
+		if err := syscall.Mkfifo(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := AdaptBundle(bundle, dropCgroup); done <- err }()
+		select {
+		case err := <-done:
+			if want := path + ": not a regular file (p---------)"; err == nil || err.Error() != want {
+				t.Errorf("err = %v, want %s", err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("AdaptBundle waits for a writer on a FIFO")
 		}
 	})
 	t.Run("no config.json", func(t *testing.T) {
