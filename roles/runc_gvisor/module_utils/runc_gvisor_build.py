@@ -8,16 +8,21 @@ Cache layout on the build host:
     CACHE/wrapper/KEY/{runc-gvisor, runc-gvisor.sha256}
 A build writes into CACHE/KIND/.partial-KEY-PID and is renamed into place only
 when complete, so a build killed half-way is never taken for a finished one;
-the next run removes the leftover and builds again.
+the next run removes the leftover and builds again. Builds of one kind hold
+CACHE/KIND/.lock, so two runs sharing the cache build once and never take
+each other's work in progress for a leftover.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 CHUNK = 1 << 20
@@ -79,6 +84,16 @@ def verify_cached(binary: str) -> str | None:
             f"nothing was installed. Remove {os.path.dirname(binary)} to rebuild it"
         )
     return actual
+
+
+@contextmanager
+def build_lock(kind_dir: str) -> Iterator[None]:
+    """Serialize builds of one kind on this build host (two plays sharing a
+    cache). The kernel drops the lock when its holder dies, so a killed build
+    never blocks the next one."""
+    with open(os.path.join(kind_dir, ".lock"), "a", encoding="ascii") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def remove_partial_builds(kind_dir: str) -> list[str]:
@@ -161,7 +176,24 @@ class FleetBuild:
             return artifact
         kind_dir = os.path.dirname(artifact.directory)
         os.makedirs(kind_dir, exist_ok=True)
+        with build_lock(kind_dir):
+            # Another run on this build host may have finished it while we waited.
+            artifact.sha256 = verify_cached(artifact.path)
+            if artifact.sha256 is not None:
+                artifact.built = False
+                return artifact
+            return self._build_into_cache(artifact, kind_dir)
+
+    def _build_into_cache(self, artifact: Artifact, kind_dir: str) -> Artifact:
+        """Build in a partial directory and rename it into place when complete.
+
+        Runs under the kind's build lock, so every partial directory found
+        here is a leftover of a run that was killed, never one in progress.
+        """
         remove_partial_builds(kind_dir)
+        # An entry without its binary or its record is not a build; the rename
+        # below cannot replace a directory that is not empty.
+        shutil.rmtree(artifact.directory, ignore_errors=True)
         partial = os.path.join(kind_dir, f".partial-{artifact.key}-{os.getpid()}")
         os.makedirs(partial)
         started = time.monotonic()
