@@ -8,12 +8,12 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: runc_gvisor_build
-short_description: Build the patched runc and the runc-gvisor wrapper once, cached by their inputs
+short_description: Build the patched runc, the runc-gvisor wrapper and the CNI plugin once, cached
 description:
   - Runs on the build host (the controller by default) and makes sure a build of runc with the given
-    patches, and of the runc-gvisor wrapper, exist in a cache keyed by their inputs
+    patches, of the runc-gvisor wrapper and of the gvisor-bridge CNI plugin exist in a cache keyed by their inputs
     (runc source and version, the content of every patch and of the build script, the architecture;
-    the wrapper's Go sources).
+    the Go sources of the wrapper and of the CNI plugin).
   - A cached build is reused after its sha256 is checked against the one recorded when it was built;
     a mismatch fails, naming the file and both checksums, before anything is installed.
   - Builds run in docker containers on plain runc, from Debian's runc source package or an upstream
@@ -41,6 +41,9 @@ options:
     description: Directory of the wrapper's Go module.
     type: path
     required: true
+  cni_src:
+    description: Directory of the gvisor-bridge CNI plugin's Go module; built the wrapper's way. Omitted, it is not built.
+    type: path
   runc_source:
     description: Where runc's source comes from.
     type: str
@@ -96,6 +99,10 @@ wrapper:
   description: The runc-gvisor wrapper build, as I(runc).
   returned: always
   type: dict
+cni:
+  description: The gvisor-bridge CNI plugin build, as I(runc); null without I(cni_src).
+  returned: always
+  type: dict
 builds:
   description: How many binaries this run built (or would build, in check mode).
   returned: always
@@ -118,6 +125,7 @@ def main():
             patches=dict(type="list", elements="path", default=[]),
             build_script=dict(type="path", required=True),
             wrapper_src=dict(type="path", required=True),
+            cni_src=dict(type="path"),
             runc_source=dict(type="str", choices=["debian", "upstream"], default="debian"),
             runc_version=dict(type="str", required=True),
             upstream_tarball=dict(type="path"),
@@ -128,7 +136,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    for path in [params["build_script"], params["wrapper_src"], *params["patches"]]:
+    inputs = [params["build_script"], params["wrapper_src"], *params["patches"]]
+    if params["cni_src"]:
+        inputs.append(params["cni_src"])
+    for path in inputs:
         if not os.path.exists(path):
             module.fail_json(msg="build input %s does not exist" % path)
 
@@ -136,11 +147,12 @@ def main():
         cache_dir=params["cache_dir"], patches=params["patches"], build_script=params["build_script"],
         wrapper_src=params["wrapper_src"], build_image=params["build_image"], cache_image=params["cache_image"],
         runc_source=params["runc_source"], runc_version=params["runc_version"],
-        upstream_tarball=params["upstream_tarball"],
+        upstream_tarball=params["upstream_tarball"], cni_src=params["cni_src"],
     )
     try:
         wrapper = fleet.ensure(fleet.wrapper_artifact(), module.check_mode)
         runc = fleet.ensure(fleet.runc_artifact(), module.check_mode) if params["build_runc"] else None
+        cni = fleet.ensure(fleet.cni_artifact(), module.check_mode) if params["cni_src"] else None
     except CacheCorrupted as error:
         module.fail_json(msg=str(error))
     except BuildFailed as error:
@@ -148,12 +160,13 @@ def main():
     except Exception as error:  # a bug here must still say where it happened
         module.fail_json(msg="runc_gvisor_build failed: %s" % error, exception=traceback.format_exc())
 
-    built = [artifact for artifact in (wrapper, runc) if artifact is not None and artifact.built]
+    built = [artifact for artifact in (wrapper, runc, cni) if artifact is not None and artifact.built]
     module.exit_json(
         changed=bool(built),
         builds=len(built),
         wrapper=wrapper.as_dict(),
         runc=runc.as_dict() if runc else None,
+        cni=cni.as_dict() if cni else None,
     )
 
 

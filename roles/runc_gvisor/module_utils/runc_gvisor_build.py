@@ -1,4 +1,5 @@
-"""Build the patched runc and the runc-gvisor wrapper once per fleet, cached.
+"""Build the patched runc, the runc-gvisor wrapper and the gvisor-bridge CNI
+plugin once per fleet, cached.
 
 Pure parts (cache keys, cache validation) are separate from the parts that
 run docker, so unit tests can exercise them on real files.
@@ -6,6 +7,7 @@ run docker, so unit tests can exercise them on real files.
 Cache layout on the build host:
     CACHE/runc/KEY/{runc, runc.sha256, build-info.txt}
     CACHE/wrapper/KEY/{runc-gvisor, runc-gvisor.sha256}
+    CACHE/cni/KEY/{gvisor-bridge, gvisor-bridge.sha256}
 A build writes into CACHE/KIND/.partial-KEY-PID and is renamed into place only
 when complete, so a build killed half-way is never taken for a finished one;
 the next run removes the leftover and builds again. Builds of one kind hold
@@ -26,8 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 CHUNK = 1 << 20
-# Part of the wrapper's cache key: change it when the way it is built changes.
-WRAPPER_RECIPE = "static, -trimpath, -s -w, main.version=cache key"
+# Part of the Go programs' cache keys: change it when the way they are built changes.
+GO_RECIPE = "static, -trimpath, -s -w, main.version=cache key"
 
 
 def sha256_file(path: str) -> str:
@@ -109,10 +111,11 @@ def remove_partial_builds(kind_dir: str) -> list[str]:
 
 @dataclass
 class Artifact:
-    kind: str  # "runc" or "wrapper"
+    kind: str  # "runc", "wrapper" or "cni"
     binary_name: str
     key: str
     cache_dir: str
+    src: str = ""  # a Go program's module directory
     built: bool = False
     sha256: str | None = None
     seconds: float = 0.0
@@ -149,6 +152,7 @@ class FleetBuild:
     runc_source: str = "debian"
     runc_version: str = ""
     upstream_tarball: str | None = None
+    cni_src: str | None = None
     arch: str = field(default_factory=lambda: os.uname().machine)
     docker: str = "docker"
 
@@ -160,9 +164,16 @@ class FleetBuild:
         return Artifact("runc", "runc", cache_key(parts, inputs), self.cache_dir)
 
     def wrapper_artifact(self) -> Artifact:
-        sources = [os.path.join(self.wrapper_src, rel) for rel in files_under(self.wrapper_src)
+        return self.go_artifact("wrapper", "runc-gvisor", self.wrapper_src)
+
+    def cni_artifact(self) -> Artifact:
+        return self.go_artifact("cni", "gvisor-bridge", self.cni_src)
+
+    def go_artifact(self, kind: str, binary_name: str, src: str) -> Artifact:
+        """A Go program of the role, keyed by its sources (not its tests)."""
+        sources = [os.path.join(src, rel) for rel in files_under(src)
                    if not rel.endswith("_test.go") and rel.endswith((".go", "go.mod"))]
-        return Artifact("wrapper", "runc-gvisor", cache_key(["wrapper", WRAPPER_RECIPE, self.arch], sources), self.cache_dir)
+        return Artifact(kind, binary_name, cache_key([kind, GO_RECIPE, self.arch], sources), self.cache_dir, src=src)
 
     # -- building ------------------------------------------------------------
 
@@ -214,7 +225,7 @@ class FleetBuild:
         if artifact.kind == "runc":
             commands = [self.runc_command(out_dir)]
         else:
-            commands = [self.build_image_command(), self.wrapper_command(out_dir, artifact.key)]
+            commands = [self.build_image_command(), self.go_command(artifact, out_dir)]
         log = ""
         for command in commands:
             proc = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -242,12 +253,12 @@ class FleetBuild:
             shutil.copy(patch, patch_dir)
         return patch_dir
 
-    def wrapper_command(self, out_dir: str, version: str) -> list[str]:
+    def go_command(self, artifact: Artifact, out_dir: str) -> list[str]:
         # Static and stdlib-only: the Go of the runc build image builds it
         # offline (GOPROXY=off), and the binary runs on every node. Its version
-        # is its cache key, so --runc-gvisor-info names the exact build.
+        # is its cache key, so --runc-gvisor-info / --version name the exact build.
         script = ("cd /src && CGO_ENABLED=0 GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOCACHE=/tmp/go-cache "
-                  f"go build -trimpath -ldflags '-s -w -X main.version={version}' -o /out/runc-gvisor .")
+                  f"go build -trimpath -ldflags '-s -w -X main.version={artifact.key}' -o /out/{artifact.binary_name} .")
         return [self.docker, "run", "--rm", "--runtime=runc", "--network=none",
-                "-v", f"{os.path.abspath(self.wrapper_src)}:/src:ro", "-v", f"{os.path.abspath(out_dir)}:/out",
+                "-v", f"{os.path.abspath(artifact.src)}:/src:ro", "-v", f"{os.path.abspath(out_dir)}:/out",
                 self.cache_image, "sh", "-c", script]

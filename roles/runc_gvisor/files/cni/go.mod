@@ -1,0 +1,3 @@
+module k3s-gvisor/gvisor-bridge
+
+go 1.19
