@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 import textwrap
 
@@ -65,8 +66,9 @@ def pod_address(result: dict) -> str:
 
 
 def host_veths(node) -> list[str]:
-    return [line.split(":")[1].strip() for line in sh(node, "ip -o link show").stdout.splitlines()
-            if line.split(":")[1].strip().startswith("gvb")]
+    """The host ends of pod veths: gvb and 12 hex digits (not the bridge)."""
+    names = [line.split(":")[1].strip() for line in sh(node, "ip -o link show").stdout.splitlines()]
+    return [name for name in names if re.fullmatch(r"gvb[0-9a-f]{12}", name)]
 
 
 def links(node) -> list[str]:
