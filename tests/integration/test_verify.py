@@ -1,0 +1,195 @@
+"""The verify stage on real gVisor nodes (sid: containerd 2.1.9, patched runc
+1.3.6; trixie: containerd 1.7.24, runc 1.1.15), container_engine=containerd.
+
+site.yml converges each node; the verify stage must report the pod sandbox
+READY with every step timed, the probe's marker read, and the probe in a PID
+namespace of its own. A second converge changes nothing, check mode runs no
+pod, and the summary JSON is written and well-formed. On sid, a second CRI
+runtime handler that runs stock runc 1.3.6 (no wrapper, no patches) must give
+B3 with its remedy. In the success and the failure case alike, nothing is
+left behind; what is counted is in LEFTOVERS_SCRIPT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO, VENV_BIN
+
+PAUSE = "localhost/k3s-gvisor/pause:1"
+PROBE = "localhost/k3s-gvisor/probe:1"
+VENV_PYTHON = "/opt/k3s-gvisor/cri-client/bin/python"
+SOCKET = "/run/containerd/containerd.sock"
+STEPS = ["run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "container_exit", "read_log", "cleanup"]
+
+# Everything a pod leaves when it is not cleaned up, counted on the node with
+# the CRI client's python: sandboxes and containers over CRI, containerd's
+# containers, runc's state directories, pod cgroups, mounts of containerd's
+# tasks and snapshots, running shims, pod log directories, and snapshots.
+LEFTOVERS_SCRIPT = r"""
+import glob, json, os, subprocess
+import grpc
+from cri_api.v1 import api_pb2 as api, api_pb2_grpc
+stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel("unix://%(socket)s"))
+def lines(*argv):
+    return [l for l in subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines() if l.strip()]
+def comm(pid):
+    try:
+        return open(f"/proc/{pid}/comm").read().strip(), open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0]
+    except OSError:
+        return "", ""
+procs = [comm(p) for p in os.listdir("/proc") if p.isdigit()]
+print(json.dumps({
+    "cri_sandboxes": len(stub.ListPodSandbox(api.ListPodSandboxRequest(), timeout=30).items),
+    "cri_containers": len(stub.ListContainers(api.ListContainersRequest(), timeout=30).containers),
+    "containerd_containers": len(lines("ctr", "-n", "k8s.io", "containers", "ls", "-q")),
+    "runc_state_dirs": len(glob.glob("/run/containerd/runc/k8s.io/*")),
+    "pod_cgroups": len(glob.glob("/sys/fs/cgroup/*/k8s.io/*/")),
+    "task_mounts": sum(("/run/containerd/io.containerd.runtime" in l or "snapshots" in l) for l in open("/proc/self/mountinfo")),
+    "running_shims": sum(c.startswith("containerd-shim") and s != "Z" for c, s in procs),
+    "pod_log_dirs": len(glob.glob("/var/log/pods/*")),
+    "snapshots": len(lines("ctr", "-n", "k8s.io", "snapshots", "--snapshotter", "native", "ls")),
+}))
+""" % {"socket": SOCKET}
+
+
+def leftovers(node) -> dict:
+    result = node.exec(VENV_PYTHON, "-c", LEFTOVERS_SCRIPT)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def add_host_vars(node, **host_vars) -> None:
+    """More host vars in the node's inventory (conftest writes the common ones)."""
+    inventory = yaml.safe_load(node.inventory.read_text())
+    inventory["k3s_cluster"]["children"]["server"]["hosts"][node.name].update(host_vars)
+    node.inventory.write_text(yaml.safe_dump(inventory))
+
+
+def module(node, name: str, python: str = VENV_PYTHON, **args) -> dict:
+    """Run one of the project's modules on the node, ad hoc (by default with the CRI client's python); its result."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible"), "-i", str(node.inventory), node.name, "-m", name, "-a", json.dumps(args),
+         "-e", f"ansible_python_interpreter={python}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][node.name]
+
+
+@pytest.fixture(scope="module", params=["sid", "trixie"])
+def verified(request, node_factory, tmp_path_factory):
+    node = node_factory(f"verify-{request.param}", image=request.param)
+    summary_path = tmp_path_factory.mktemp("summary") / "summary.json"
+    add_host_vars(node, engine_sandbox_image=PAUSE, verify_summary_path=str(summary_path))
+    started = time.monotonic()
+    run = node.playbook("site.yml")
+    seconds = time.monotonic() - started
+    assert run.returncode == 0, run.stderr + json.dumps(run.stats)
+    result = run.task("Run the probe pod over CRI")
+    print(f"\n{node.name}: full converge {seconds:.1f} s; verify steps {result['timings']}")
+    return node, run, result, summary_path
+
+
+def test_the_probe_pod_runs_and_every_step_is_timed(verified):
+    _, _, result, _ = verified
+    assert result["ok"] and result["failure"] is None, result["failure"]
+    assert result["sandbox_state"] == "SANDBOX_READY"
+    assert sorted(result["timings"]) == sorted(STEPS)
+    assert all(seconds >= 0 for seconds in result["timings"].values())
+    assert result["marker_found"]
+    assert result["network"] == "host" and result["pid_namespace"] == "container"
+    assert result["cleanup_errors"] == []
+
+
+def test_the_probe_saw_its_own_pid_namespace(verified):
+    node, _, result, _ = verified
+    probe = result["probe"]
+    assert probe["pid"] == "1" and result["own_pid_namespace"]
+    assert probe["namespaces"]["pid"] != node.exec("readlink", "/proc/1/ns/pid").stdout.strip()
+    assert probe["uid"] == "0" and len(probe["capeff"]) == 16
+
+
+def test_the_summary_is_written_and_names_each_blockers_mitigation(verified):
+    node, run, result, summary_path = verified
+    summary = json.loads(summary_path.read_text())
+    (host,) = summary["hosts"]
+    probe_blockers = [b["id"] for b in run.task("Probe the host")["ansible_facts"]["gvisor"]["blockers"]]
+    assert host["host"] == node.name and host["verify_status"] == "READY"
+    assert [b["id"] for b in host["blockers"]] == probe_blockers and probe_blockers
+    for blocker in host["blockers"]:
+        assert blocker["mitigation"] and not blocker["mitigation"].startswith(("none", "not applied")), blocker
+    assert host["verify"]["timings"] == result["timings"]
+    assert host["gvisor_release"].startswith("20240729")
+
+
+def test_a_second_run_leaves_nothing_behind(verified):
+    node, _, _, _ = verified
+    before = leftovers(node)
+    assert {key: value for key, value in before.items() if key != "snapshots"} == dict.fromkeys(before.keys() - {"snapshots"}, 0)
+    result = module(node, "cri_pod_sandbox", socket=SOCKET, probe_image=PROBE)
+    assert result["ok"], result.get("failure") or result
+    assert leftovers(node) == before
+
+
+def test_a_second_converge_changes_nothing(verified):
+    node, _, _, _ = verified
+    run = node.playbook("site.yml")
+    assert run.returncode == 0, run.stderr
+    assert run.stats["changed"] == 0, [
+        task["task"]["name"] for play in run.result["plays"] for task in play["tasks"]
+        if task["hosts"].get(node.name, {}).get("changed")]
+    assert run.task("Run the probe pod over CRI")["ok"]
+
+
+def test_check_mode_runs_no_pod(verified):
+    node, _, _, _ = verified
+    before = leftovers(node)
+    run = node.playbook("site.yml", "--check")
+    assert run.returncode == 0, run.stderr
+    assert run.stats["changed"] == 0
+    result = run.task("Run the probe pod over CRI")
+    assert result["checked"] is False and "check mode" in result["msg"]
+    assert leftovers(node) == before
+
+
+def test_stock_runc_gives_b3_and_leaves_nothing_behind(verified):
+    """Last in the module: it adds a runtime handler to the engine's config."""
+    node, run, _, _ = verified
+    if node.image != "sid":
+        pytest.skip("trixie's stock runc 1.1.15 has no procfs check (B3) and runs pods as it is")
+    containerd_version = run.task("Probe the host")["ansible_facts"]["gvisor"]["containerd"]["version"]
+    added = module(node, "containerd_config", python="/usr/bin/python3", path="/etc/containerd/config.toml", containerd_version=containerd_version,
+                   runtime_name="runc-stock", binary_name="/usr/bin/runc", default_runtime=False)
+    assert added.get("changed"), added
+    restart_containerd(node)
+    before = leftovers(node)
+    result = module(node, "cri_pod_sandbox", socket=SOCKET, probe_image=PROBE, runtime_handler="runc-stock")
+    assert not result["ok"]
+    failure = result["failure"]
+    assert failure["blocker"] == "B3", failure
+    assert failure["step"] == "run_pod_sandbox"
+    assert "unsafe procfs detected: incorrect procfs root inode number" in failure["evidence"]
+    assert failure["remedy"].startswith("use the patched runc")
+    assert result["cleanup_errors"] == []
+    assert leftovers(node) == before
+
+
+def restart_containerd(node) -> None:
+    """Kill containerd; its supervisor starts it again. Wait for CRI."""
+    state = json.loads(node.exec("/usr/local/bin/k3s-gvisor-supervise", "status", "containerd").stdout)
+    assert node.exec("kill", str(state["daemon_pid"])).returncode == 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = json.loads(node.exec("/usr/local/bin/k3s-gvisor-supervise", "status", "containerd").stdout or "{}")
+        if status.get("daemon_pid") not in (None, state["daemon_pid"]) and node.exec(
+                VENV_PYTHON, "-c", LEFTOVERS_SCRIPT).returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError("containerd did not come back within 60 s")
