@@ -111,14 +111,19 @@ class ImageImport:
             self.module.fail_json(msg=f"busybox={path} is dynamically linked; install busybox-static, or name its binary")
         return data
 
-    def _ctr(self, *args: str) -> str:
-        rc, out, err = self.module.run_command(self.ctr + list(args))
-        if rc != 0:
-            self.module.fail_json(msg=f"{' '.join(self.ctr + list(args))} failed (rc {rc}): {err.strip() or out.strip()}")
-        return out
+    def _ctr(self, *args: str) -> tuple[int, str]:
+        """(rc, stdout) of ctr; fails the module on an error unless in check mode."""
+        command = self.ctr + list(args)
+        rc, out, err = self.module.run_command(command)
+        if rc != 0 and not self.module.check_mode:
+            self.module.fail_json(msg=f"{' '.join(command)} failed (rc {rc}): {err.strip() or out.strip()}")
+        return rc, out
 
     def present_digest(self) -> str | None:
-        return parse_ctr_images(self._ctr("images", "ls", f"name=={self.spec.reference}")).get(self.spec.reference)
+        rc, out = self._ctr("images", "ls", f"name=={self.spec.reference}")
+        # rc != 0 only in check mode on a fresh host: the engine is not started
+        # yet, so the image cannot be there and a real run would import it.
+        return parse_ctr_images(out).get(self.spec.reference) if rc == 0 else None
 
     def run(self) -> dict:
         digest = manifest_digest(self.spec)
