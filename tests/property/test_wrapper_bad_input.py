@@ -25,7 +25,7 @@ import copy
 import json
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,6 @@ TESTDATA = WRAPPER_SRC / "internal" / "wrapper" / "testdata"
 CRI_SPEC = json.loads((TESTDATA / "cri-config.json").read_text())
 RUNC_SPEC = json.loads((TESTDATA / "runc-spec.json").read_text())
 MAX_SPEC_SIZE = 16 << 20  # the wrapper's limit (configfile.go)
-TEMP_SUFFIX = ".runc-gvisor.tmp"
 ADAPTATIONS = ["drop_cgroup_namespace", "refuse_pid_namespace_join", "pid_namespace_per_container"]
 # The profiles the role writes, and any other combination.
 PROFILES = st.one_of(st.sampled_from([["drop_cgroup_namespace", "refuse_pid_namespace_join"],
@@ -125,7 +124,6 @@ class Spec:
     # "refuse": must be refused; "keep": must pass through untouched; "any": either, untouched or valid rewrite
     expect: str
     doc: object = None
-    notes: dict = field(default_factory=dict)
 
 
 NAMESPACE_TYPES = ["pid", "network", "ipc", "uts", "mount", "cgroup", "user", "time"]
