@@ -1,0 +1,285 @@
+"""The k3s engine on real gVisor nodes (sid image, runsc), with a STAND-IN for k3s.
+
+The k3s binary cannot be downloaded on our machines, so these tests install a
+stand-in as engine_k3s_local_file: tests/fixtures/k3s-standin/k3s, a Python
+script that prints a version for `--version`, and for `server`/`agent`
+records its argv and the config.yaml it would read, then sleeps. It is NOT
+k3s and runs no pods. What these tests prove is what the role does around
+k3s on a gVisor host: the checksummed install, config.yaml with the flags
+the probe asks for, the containerd template for the release, the token
+(made once, 0600, never printed), a server and an agent that joins it, k3s
+under the supervisor (argv, restart after kill -9, restart on a config
+change and only then), check mode, and reset. Not proven here: that a real
+k3s starts with these flags inside gVisor.
+
+Nodes: a server and an agent in one inventory (module-scoped, shared by the
+tests in file order, reset last), and a fresh node for check mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO, VENV_BIN, PlaybookRun
+
+STAGES = ("--tags", "probe,runtime,engine")
+STANDIN = REPO / "tests" / "fixtures" / "k3s-standin" / "k3s"
+K3S_VERSION = "v1.35.0+k3s1"  # what the stand-in reports; the role's default release
+K3S = "/usr/local/bin/k3s"
+CONFIG = "/etc/rancher/k3s/config.yaml"
+TOKEN_FILE = "/var/lib/rancher/k3s-gvisor/token"
+TEMPLATE_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
+SUPERVISE = "/usr/local/bin/k3s-gvisor-supervise"
+STANDIN_RUN = "/var/lib/rancher/k3s/stand-in/run.json"
+# What a converge leaves and reset must remove (the runtime's own paths are
+# test_engine's to check).
+K3S_PATHS = [K3S, "/usr/local/bin/k3s-gvisor-prestart", "/etc/systemd/system/k3s.service",
+             "/etc/rancher", "/var/lib/rancher", "/run/k3s", "/var/lib/kubelet", "/run/flannel",
+             SUPERVISE, "/run/k3s-gvisor", "/var/log/k3s-gvisor"]
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Cluster:
+    """Nodes in one inventory (groups server and agent), driven by the project's playbooks."""
+
+    def __init__(self, servers, agents, workdir, standin):
+        self.servers, self.agents = servers, agents
+        self.inventory = workdir / f"cluster-{servers[0].name}.yml"
+        common = {"ansible_connection": "community.docker.docker",
+                  "ansible_python_interpreter": "/usr/bin/python3",
+                  "runc_gvisor_build_image": "k3s-gvisor/node:sid",
+                  "container_engine": "k3s",
+                  "engine_k3s_local_file": str(standin),
+                  "engine_k3s_sha256": {"amd64": sha256(standin)}}
+        self.inventory.write_text(yaml.safe_dump({"k3s_cluster": {
+            "children": {"server": {"hosts": {n.name: {} for n in servers}},
+                         "agent": {"hosts": {n.name: {} for n in agents}}},
+            "vars": common}}))
+
+    @property
+    def nodes(self):
+        return self.servers + self.agents
+
+    def run(self, playbook: str, *args: str, callback: str = "ansible.posix.json") -> subprocess.CompletedProcess:
+        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK=callback, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+        return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory),
+                               str(REPO / playbook), *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+    def play(self, playbook: str, *args: str) -> dict[str, PlaybookRun]:
+        proc = self.run(playbook, *args)
+        return {node.name: PlaybookRun(node.name, proc) for node in self.nodes}
+
+
+def changed_tasks(run: PlaybookRun, role: str | None = None) -> list[str]:
+    names = []
+    for play in run.result["plays"]:
+        for task in play["tasks"]:
+            result = task["hosts"].get(run.host, {})
+            if result.get("changed") and (role is None or task["task"]["name"].startswith(f"{role} : ")):
+                names.append(task["task"]["name"])
+    return names
+
+
+def read(node, path: str) -> str:
+    result = node.exec("cat", path)
+    assert result.returncode == 0, f"{path} on {node.name}: {result.stderr}"
+    return result.stdout
+
+
+def mode(node, path: str) -> str:
+    return node.exec("stat", "-c", "%a", path).stdout.strip()
+
+
+def supervised_k3s(node) -> tuple[int, dict]:
+    result = node.exec(SUPERVISE, "status", "k3s")
+    return result.returncode, json.loads(result.stdout or "{}")
+
+
+def exists(node, paths) -> dict[str, bool]:
+    return {path: node.exec("test", "-e", path).returncode == 0 for path in paths}
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    path = tmp_path_factory.mktemp("k3s-standin") / "k3s"
+    shutil.copy(STANDIN, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster(node_factory, standin, tmp_path_factory):
+    """A server and an agent, converged once; the first run is -vvv, kept for the token test."""
+    server = node_factory("k3s-srv")
+    agent = node_factory("k3s-agt")
+    cluster = Cluster([server], [agent], tmp_path_factory.mktemp("k3s-cluster"), standin)
+    first = cluster.run("site.yml", *STAGES, "-vvv", callback="default")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    cluster.first_output = first.stdout + first.stderr
+    cluster.token = read(server, TOKEN_FILE).strip()
+    return cluster
+
+
+def test_check_mode_on_a_fresh_node_runs_through_and_changes_nothing(node_factory, standin, tmp_path_factory):
+    node = node_factory("k3s-check")
+    cluster = Cluster([node], [], tmp_path_factory.mktemp("k3s-check"), standin)
+    before = exists(node, K3S_PATHS)
+    # An older release, whose embedded containerd 1.7 reads only config.toml.tmpl:
+    # both templates are written (docs/K3S.md). No binary is asked in check mode.
+    run = cluster.play("site.yml", *STAGES, "--check", "--diff", "-e", "engine_k3s_version=v1.30.14+k3s1")[node.name]
+    assert run.returncode == 0, run.stderr
+    assert run.stats["failures"] == 0
+    assert "engine : Install k3s from the controller" in changed_tasks(run)  # it says what it would do
+    assert "engine : Write k3s's config.yaml" in changed_tasks(run)
+    templates = run.task("Write the containerd template for k3s v1.30.14+k3s1")["results"]
+    assert {(item["item"], item["changed"]) for item in templates} == {
+        ("config-v3.toml.tmpl", True), ("config.toml.tmpl", True)}
+    assert exists(node, K3S_PATHS) == before
+
+
+def test_k3s_is_installed_with_its_checksum(cluster, standin):
+    for node in cluster.nodes:
+        assert node.exec("sha256sum", K3S).stdout.split()[0] == sha256(standin)
+        assert mode(node, K3S) == "755"
+        assert node.exec(K3S, "--version").stdout.startswith(f"k3s version {K3S_VERSION} ")
+
+
+def test_server_config_has_the_flags_the_probe_asks_for(cluster):
+    server = cluster.servers[0]
+    config = yaml.safe_load(read(server, CONFIG))
+    assert config["snapshotter"] == "native"  # B7 on this node
+    assert config["flannel-backend"] == "none"
+    # No /proc/sys/net/netfilter on gVisor (the probe's netfilter_conntrack_sysctls).
+    assert config["kube-proxy-arg"] == ["conntrack-max-per-core=0", "conntrack-tcp-timeout-established=0",
+                                        "conntrack-tcp-timeout-close-wait=0"]
+    assert "default-runtime" not in config  # the template makes runc-gvisor the default
+    assert "server" not in config and "cluster-init" not in config  # one server: it starts the cluster
+    assert config["token"] == cluster.token
+    assert mode(server, CONFIG) == "600"
+
+
+def test_agent_joins_the_first_server_with_the_same_token(cluster):
+    server, agent = cluster.servers[0], cluster.agents[0]
+    config = yaml.safe_load(read(agent, CONFIG))
+    assert config["server"] == f"https://{server.name}:6443"
+    assert config["token"] == cluster.token
+    assert "flannel-backend" not in config  # a server flag
+    assert config["snapshotter"] == "native"
+    assert mode(agent, CONFIG) == "600"
+    assert not exists(agent, [TOKEN_FILE])[TOKEN_FILE]  # only the first server keeps it
+
+
+def test_containerd_template_for_the_release(cluster):
+    for node in cluster.nodes:
+        # v1.35 embeds containerd 2.x: config-v3 only (docs/K3S.md, "Which template").
+        assert exists(node, [f"{TEMPLATE_DIR}/config-v3.toml.tmpl", f"{TEMPLATE_DIR}/config.toml.tmpl"]) == {
+            f"{TEMPLATE_DIR}/config-v3.toml.tmpl": True, f"{TEMPLATE_DIR}/config.toml.tmpl": False}
+        template = read(node, f"{TEMPLATE_DIR}/config-v3.toml.tmpl")
+        assert '{{ template "base" . }}' in template
+        assert 'BinaryName = "/usr/local/bin/runc-gvisor"' in template
+        assert 'default_runtime_name = "runc-gvisor"' in template
+        assert 'ne .NodeConfig.AgentConfig.Snapshotter "native"' in template  # checked against B7
+
+
+def test_k3s_runs_under_the_supervisor_with_its_role(cluster):
+    for node, role in ((cluster.servers[0], "server"), (cluster.agents[0], "agent")):
+        code, state = supervised_k3s(node)
+        assert code == 0, state
+        # The prestart runs in front of k3s (and execs it) on every (re)start.
+        assert state["command"] == ["/usr/local/bin/k3s-gvisor-prestart", "--dev-kmsg", "--", K3S, role]
+        run = json.loads(read(node, STANDIN_RUN))
+        assert run["argv"] == [K3S, role] and run["pid"] == state["daemon_pid"]
+        mountinfo = read(node, "/proc/self/mountinfo").splitlines()
+        root = [line for line in mountinfo if line.split()[4] == "/"][-1]
+        assert " shared:" in root  # mount --make-rshared /
+        assert any(line.split()[4] == "/dev/kmsg" for line in mountinfo)  # /dev/null bound over it
+
+
+def test_token_is_never_printed_and_kept_0600(cluster):
+    assert len(cluster.token) == 64
+    assert cluster.token not in cluster.first_output  # -vvv, stdout and stderr
+    server = cluster.servers[0]
+    assert mode(server, TOKEN_FILE) == "600"
+    assert mode(server, os.path.dirname(TOKEN_FILE)) == "700"
+    assert mode(server, STANDIN_RUN) == "600"  # the stand-in's copy of the config
+
+
+def test_killed_k3s_comes_back(cluster):
+    node = cluster.servers[0]
+    _, before = supervised_k3s(node)
+    assert node.exec("kill", "-9", str(before["daemon_pid"])).returncode == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        code, after = supervised_k3s(node)
+        if code == 0 and after["daemon_pid"] != before["daemon_pid"]:
+            break
+        time.sleep(1)
+    assert after["daemon_pid"] != before["daemon_pid"]
+    assert after["restarts"] == before["restarts"] + 1
+    assert json.loads(read(node, STANDIN_RUN))["argv"] == [K3S, "server"]
+
+
+def test_second_converge_changes_nothing(cluster):
+    runs = cluster.play("site.yml", *STAGES)
+    for run in runs.values():
+        assert run.returncode == 0, run.stderr
+        # The engine's own tasks; the other stages' idempotence is their tests' to check.
+        assert changed_tasks(run, role="engine") == []
+
+
+def test_changing_a_variable_restarts_only_k3s_on_that_node(cluster):
+    server, agent = cluster.servers[0], cluster.agents[0]
+    pids = {node.name: supervised_k3s(node)[1]["daemon_pid"] for node in cluster.nodes}
+    runs = cluster.play("site.yml", *STAGES, "-e", json.dumps(
+        {"engine_k3s_server_config": {"node-label": ["k3s-gvisor/test=1"]}}))
+    assert runs[server.name].returncode == 0, runs[server.name].stderr
+    assert changed_tasks(runs[server.name], role="engine") == [
+        "engine : Write k3s's config.yaml", "engine : Restart the engine under the supervisor"]
+    assert changed_tasks(runs[agent.name], role="engine") == []
+    assert yaml.safe_load(read(server, CONFIG))["node-label"] == ["k3s-gvisor/test=1"]
+    assert supervised_k3s(server)[1]["daemon_pid"] != pids[server.name]
+    assert supervised_k3s(agent)[1]["daemon_pid"] == pids[agent.name]
+
+
+def test_wrong_sha256_fails_before_installing(cluster, standin, tmp_path):
+    server = cluster.servers[0]
+    other = tmp_path / "k3s"
+    other.write_bytes(standin.read_bytes() + b"# not the pinned binary\n")
+    before = {path: read(server, path) for path in (CONFIG, f"{TEMPLATE_DIR}/config-v3.toml.tmpl")}
+    _, state = supervised_k3s(server)
+    runs = cluster.play("site.yml", *STAGES, "-e", f"engine_k3s_local_file={other}")
+    run = runs[server.name]
+    assert run.returncode != 0
+    message = run.task("Compare the local k3s binary with its pinned sha256")["msg"]
+    assert str(other) in message and sha256(other) in message and sha256(standin) in message
+    assert changed_tasks(run, role="engine") == []
+    assert server.exec("sha256sum", K3S).stdout.split()[0] == sha256(standin)
+    assert {path: read(server, path) for path in before} == before
+    assert supervised_k3s(server)[1]["daemon_pid"] == state["daemon_pid"]
+
+
+def test_reset_leaves_no_trace(cluster):
+    """Runs last in the module: it undoes the converge. Checks K3S_PATHS, the mounts, the processes."""
+    first = cluster.play("playbooks/reset.yml")
+    for node in cluster.nodes:
+        assert first[node.name].returncode == 0, first[node.name].stderr
+        assert exists(node, K3S_PATHS) == dict.fromkeys(K3S_PATHS, False)
+        mountinfo = read(node, "/proc/self/mountinfo").splitlines()
+        assert not any(line.split()[4] in ("/dev/kmsg", "/run/k3s") for line in mountinfo)
+        root = [line for line in mountinfo if line.split()[4] == "/"][-1]
+        assert " shared:" not in root  # private again, as the sandbox started
+        assert "k3s" not in node.exec("ps", "-eo", "comm").stdout.split()
+    again = cluster.play("playbooks/reset.yml")
+    for node in cluster.nodes:
+        assert again[node.name].returncode == 0 and again[node.name].stats["changed"] == 0
