@@ -209,8 +209,8 @@ def test_b8_without_the_maskdir_patch(gvisor_runtime):
     assert B8 in error_text(result)
 
 
-ALL_PATCHES = ["0001-capability-lastcap-prctl-fallback.patch", "0002-securejoin-gvisor-procfs-root.patch",
-               "0003-maskdir-retry-without-size-options.patch"]
+# Every patch the role applies (it takes the directory's *.patch in order).
+ALL_PATCHES = sorted(path.name for path in (REPO / "roles/runc_gvisor/files/patches").glob("*.patch"))
 
 
 @pytest.fixture(scope="module")
