@@ -61,15 +61,25 @@ class Node:
             }
         }
 
+    def add_host_vars(self, **host_vars) -> None:
+        """More host vars in this node's inventory."""
+        inventory = yaml.safe_load(self.inventory.read_text())
+        inventory["k3s_cluster"]["children"]["server"]["hosts"][self.name].update(host_vars)
+        self.inventory.write_text(yaml.safe_dump(inventory))
+
+    def playbook_command(self, playbook: str, *args: str,
+                         callback: str = "ansible.posix.json") -> tuple[list[str], dict]:
+        """argv and environment that run PLAYBOOK against this node (cwd: REPO)."""
+        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK=callback,
+                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory),
+                str(REPO / playbook), *args]
+        return argv, env
+
     def playbook(self, playbook: str, *args: str) -> "PlaybookRun":
         """Run a playbook with the JSON callback and return its parsed result."""
-        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-        proc = subprocess.run(
-            [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory),
-             str(REPO / playbook), *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-        )
+        argv, env = self.playbook_command(playbook, *args)
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         return PlaybookRun(self.name, proc)
 
     def exec(self, *command: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,38 @@
+"""What the tests that run the whole site.yml on a node share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PAUSE = "localhost/k3s-gvisor/pause:1"
+PROBE = "localhost/k3s-gvisor/probe:1"
+VENV_PYTHON = "/opt/k3s-gvisor/cri-client/bin/python"
+SOCKET = "/run/containerd/containerd.sock"
+VERIFY_TASK = "Run the probe pod over CRI"
+
+
+def prepare_for_site(node, summary_dir: Path) -> None:
+    """The node offline (pause image imported, not pulled); the run summary out of the work tree."""
+    node.add_host_vars(engine_sandbox_image=PAUSE, verify_summary_path=str(summary_dir / f"{node.name}.json"))
+
+
+def changed_tasks(run) -> list[str]:
+    """'play: task' for every task that reported a change on the run's host."""
+    return [f"{play['play']['name']}: {task['task']['name']}" for play in run.result["plays"]
+            for task in play["tasks"] if task["hosts"].get(run.host, {}).get("changed")]
+
+
+def failed_tasks(run) -> list[str]:
+    """'task: message' for every task that failed on the run's host."""
+    return [f"{task['task']['name']}: {str(task['hosts'][run.host].get('msg'))[:2000]}"
+            for play in run.result["plays"] for task in play["tasks"]
+            if task["hosts"].get(run.host, {}).get("failed")]
+
+
+def assert_verified(run) -> dict:
+    """The run converged without a failure and its probe pod ran; the verify result."""
+    assert run.returncode == 0, run.stderr + json.dumps(run.stats) + "\n" + "\n".join(failed_tasks(run))
+    result = run.task(VERIFY_TASK)
+    assert result["ok"], result.get("failure") or result
+    return result

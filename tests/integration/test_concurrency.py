@@ -1,0 +1,128 @@
+"""Twenty pod sandboxes at once on one gVisor 20240729 node, through the full
+stack: CRI -> containerd 2.1.9 -> runc-gvisor -> patched runc 1.3.6 (sid
+image, container_engine=containerd, converged by site.yml).
+
+tests/integration/cri_burst.py runs on the node with the CRI client's venv
+and the verify role's own PodSandboxCheck, twenty of them released together:
+each makes a sandbox, waits for READY, runs the probe container in it, reads
+its log and removes both. Every pod must be removed without an error, and
+afterwards the node must hold exactly what it held before. Every sandbox
+must reach READY and every probe run, but now and then one pod of twenty
+fails with "cannot start a stopped process" (a race not yet understood, see
+docs/RELIABILITY.md): that test is an expected failure, not strict, and any
+other failure fails test_no_pod_failed_but_by_the_known_race. Counted (cri_burst.count_node): CRI
+sandboxes and containers; runc state directories under containerd's runc
+root for k8s.io; mountinfo lines under /run/containerd and
+/var/lib/containerd (task rootfs, snapshotter directories); cgroup
+directories of every controller; live containerd-shim processes; zombie
+processes (state Z); live processes; pod log directories.
+
+The node's PID 1 is `sleep infinity`, which reaps nothing: the shims that
+twenty pods leave are reaped by the engine's supervisor (child subreaper),
+or they would be counted as zombies.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import REPO
+from site_runs import PROBE, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site
+
+PODS = 20
+SHIPPED = "/tmp/k3s-gvisor-burst"
+# The verify role's CRI code and what it imports, as Ansible names them.
+MODULE_UTILS = ("roles/gvisor_preflight/module_utils/gvisor_facts.py", "roles/verify/module_utils/oci_image.py",
+                "roles/verify/module_utils/verify_images.py", "roles/verify/module_utils/cri_pod_sandbox.py")
+# Seconds each CRI call and wait may take with twenty pods on two shared cores.
+CALL_TIMEOUT = 300
+# The shim's words when a container's init process exited before runc start (issue #7).
+KNOWN_RACE = "cannot start a stopped process"
+
+
+def ship_burst(node) -> None:
+    """cri_burst.py and the module_utils it imports, written from inside the node (see docs/NODES.md)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(REPO / "tests/integration/cri_burst.py", arcname="cri_burst.py")
+        for package in ("ansible/__init__.py", "ansible/module_utils/__init__.py"):
+            tar.addfile(tarfile.TarInfo(package), io.BytesIO())
+        for path in MODULE_UTILS:
+            tar.add(REPO / path, arcname=f"ansible/module_utils/{path.rsplit('/', 1)[1]}")
+    subprocess.run(["docker", "exec", "-i", node.name, "sh", "-c", f"rm -rf {SHIPPED} && mkdir {SHIPPED} && tar -x -C {SHIPPED}"],
+                   input=archive.getvalue(), check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def burst(node_factory, tmp_path_factory):
+    node = node_factory("conc-sid", image="sid")
+    prepare_for_site(node, tmp_path_factory.mktemp("summary"))
+    assert_verified(node.playbook("site.yml"))
+    ship_burst(node)
+    proc = subprocess.run(
+        ["docker", "exec", "-e", f"PYTHONPATH={SHIPPED}", node.name, VENV_PYTHON, f"{SHIPPED}/cri_burst.py",
+         "--count", str(PODS), "--socket", SOCKET, "--probe-image", PROBE, "--timeout", str(CALL_TIMEOUT)],
+        capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    totals = [result["total_seconds"] for result in report["results"]]
+    print(f"\n{PODS} pods at once: burst {report['burst_seconds']} s, per pod median {statistics.median(totals)} s, "
+          f"max {max(totals)} s; settled in {report['settle_seconds']} s\nbefore {report['before']}\n"
+          f"peak   {report['peak']}\nafter  {report['after']}")
+    return node, report
+
+
+def test_the_premise_pid_1_reaps_nothing(burst):
+    node, _ = burst
+    assert node.exec("cat", "/proc/1/comm").stdout.strip() == "sleep"
+
+
+def test_every_pod_was_removed(burst):
+    _, report = burst
+    results = report["results"]
+    assert len(results) == PODS and len({result["run_id"] for result in results}) == PODS
+    assert [result["cleanup_errors"] for result in results] == [[]] * PODS
+
+
+def test_no_pod_failed_but_by_the_known_race(burst):
+    """Any failure other than KNOWN_RACE is a new one."""
+    _, report = burst
+    failures = [result["failure"] for result in report["results"] if not result["ok"]]
+    print(f"\n{len(failures)} of {PODS} pods failed: {failures}")
+    assert all(KNOWN_RACE in failure["evidence"] for failure in failures), failures
+
+
+@pytest.mark.xfail(strict=False, reason=f"now and then one pod of twenty fails with '{KNOWN_RACE}' at RunPodSandbox "
+                   "or StartContainer: its runc init exited between runc create and runc start; not yet "
+                   "understood, see docs/RELIABILITY.md")
+def test_every_sandbox_was_ready_and_every_probe_ran(burst):
+    _, report = burst
+    failures = [(result["run_id"], result["failure"]) for result in report["results"] if not result["ok"]]
+    assert not failures, failures
+    assert all(result["sandbox_state"] == "SANDBOX_READY" and result["marker_found"] for result in report["results"])
+
+
+def test_the_counters_saw_the_pods(burst):
+    """Equal counts before and after mean something only if the counters move while pods run."""
+    _, report = burst
+    before, peak = report["before"], report["peak"]
+    for key in ("cri_sandboxes", "runc_state_dirs", "live_shims", "cgroup_dirs", "live_processes"):
+        assert peak[key] > before[key], (key, before, peak)
+
+
+def test_nothing_is_left_behind(burst):
+    _, report = burst
+    assert report["after"] == report["before"]
+
+
+def test_no_shim_and_no_zombie_remains(burst):
+    _, report = burst
+    assert report["after"]["live_shims"] == 0
+    assert report["after"]["zombies"] == 0
+    assert report["after"]["cri_sandboxes"] == 0 and report["after"]["runc_state_dirs"] == 0
