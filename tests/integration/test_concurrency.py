@@ -35,6 +35,9 @@ import pytest
 from conftest import REPO
 from site_runs import PROBE, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site
 
+# Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
+pytestmark = pytest.mark.slow
+
 PODS = 20
 SHIPPED = "/tmp/k3s-gvisor-burst"
 # The verify role's CRI code and what it imports, as Ansible names them.

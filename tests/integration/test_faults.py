@@ -80,6 +80,9 @@ print(json.dumps({"killed_pid": None, "module_seen": seen}))
 VERIFY_SANDBOXES = r"""
 import grpc
 from cri_api.v1 import api_pb2 as api, api_pb2_grpc
+
+# Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
+pytestmark = pytest.mark.slow
 stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel("unix://%s"))
 items = stub.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60).items
 print(len([item for item in items if "k3s-gvisor.io/verify-run" in item.labels]))

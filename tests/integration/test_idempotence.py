@@ -23,6 +23,9 @@ import pytest
 
 from site_runs import assert_verified, changed_tasks, prepare_for_site
 
+# Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
+pytestmark = pytest.mark.slow
+
 ROLES = ("gvisor_preflight", "runc_gvisor", "engine", "verify")
 # Everything site.yml writes on a containerd node (roles' defaults and vars).
 WRITTEN = ("/usr/local/bin/runc-gvisor", "/usr/local/lib/runc-gvisor", "/etc/runc-gvisor", "/usr/lib/cni",
