@@ -14,6 +14,7 @@ SOURCES = {
     "oci_image": ROOT / "roles" / "verify" / "module_utils" / "oci_image.py",
     "verify_images": ROOT / "roles" / "verify" / "module_utils" / "verify_images.py",
     "cri_pod_sandbox": ROOT / "roles" / "verify" / "module_utils" / "cri_pod_sandbox.py",
+    "cri_pod_network": ROOT / "roles" / "verify" / "module_utils" / "cri_pod_network.py",
 }
 
 

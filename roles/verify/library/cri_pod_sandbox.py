@@ -133,56 +133,26 @@ cleanup_errors:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.cri_pod_sandbox import CheckSettings, PodSandboxCheck, diagnose, error_text
-
-try:
-    import grpc
-    from cri_api.v1 import api_pb2, api_pb2_grpc
-except ImportError as exc:
-    CRI_IMPORT_ERROR = exc
-else:
-    CRI_IMPORT_ERROR = None
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cri_pod_sandbox import CRI_ARGUMENTS, CheckSettings, PodSandboxCheck, run_over_cri
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "socket": {"type": "path", "required": True},
-            "sandbox_image": {"type": "str", "default": ""},
-            "probe_image": {"type": "str", "required": True},
-            "runtime_handler": {"type": "str", "default": ""},
-            "network": {"type": "str", "choices": ["host", "pod"], "default": "host"},
-            "log_root": {"type": "path", "default": "/var/log/pods"},
-            "timeout": {"type": "float", "default": 60.0},
-        },
+        argument_spec=dict(CRI_ARGUMENTS,
+                           sandbox_image={"type": "str", "default": ""},
+                           network={"type": "str", "choices": ["host", "pod"], "default": "host"}),
         supports_check_mode=True,
     )
     params = module.params
-    if CRI_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("container-runtime-interface-api (with grpcio and protobuf)"),
-                         exception=str(CRI_IMPORT_ERROR))
     settings = CheckSettings(sandbox_image=params["sandbox_image"], probe_image=params["probe_image"],
                              runtime_handler=params["runtime_handler"], network=params["network"],
                              log_root=params["log_root"], timeout=params["timeout"])
     base = {"changed": False, "socket": params["socket"], "sandbox_image": settings.sandbox_image,
             "probe_image": settings.probe_image, "network": settings.network, "pid_namespace": "container"}
-    if module.check_mode:
-        module.exit_json(ok=False, checked=False, failure=None,
-                         msg="check mode: no pod was run (a run would create and remove one pod sandbox)", **base)
-    if not os.path.exists(params["socket"]):
-        failure = diagnose("connect", f"{params['socket']} does not exist: the engine is not running")
-        module.exit_json(ok=False, checked=True, failure=failure, timings={}, total_seconds=0, cleanup_errors=[], **base)
-    with grpc.insecure_channel(f"unix://{params['socket']}") as channel:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=settings.timeout)
-        except grpc.FutureTimeoutError as exc:
-            failure = diagnose("connect", f"no CRI answer on {params['socket']} within {settings.timeout:g} s: {error_text(exc)}")
-            module.exit_json(ok=False, checked=True, failure=failure, timings={}, total_seconds=0, cleanup_errors=[], **base)
-        check = PodSandboxCheck(api_pb2_grpc.RuntimeServiceStub(channel), api_pb2, settings,
-                                host_pid_namespace=os.readlink("/proc/self/ns/pid"))
-        result = check.run()
-    module.exit_json(checked=True, **dict(base, **result))
+    run_over_cri(module, base, settings.timeout, would_run="create and remove one pod sandbox", empty={},
+                 make_check=lambda stub, api: PodSandboxCheck(stub, api, settings,
+                                                              host_pid_namespace=os.readlink("/proc/self/ns/pid")))
 
 
 if __name__ == "__main__":

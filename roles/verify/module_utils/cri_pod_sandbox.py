@@ -309,3 +309,45 @@ class PodSandboxCheck:
             ("container_exit", exit_),
             ("read_log", log),
         )
+
+
+# ---- the Ansible modules' shared glue (library/cri_pod_sandbox.py, cri_pod_network.py) ----
+
+# The options every CRI check module takes.
+CRI_ARGUMENTS = {
+    "socket": {"type": "path", "required": True},
+    "probe_image": {"type": "str", "required": True},
+    "runtime_handler": {"type": "str", "default": ""},
+    "log_root": {"type": "path", "default": "/var/log/pods"},
+    "timeout": {"type": "float", "default": 60.0},
+}
+
+
+def run_over_cri(module, base: dict, timeout: float, make_check, would_run: str, empty: dict) -> None:
+    """Exit the module with make_check(stub, api).run()'s result over module.params['socket'].
+
+    Not run in check mode (would_run says what a run does); a missing socket or a
+    silent engine is a diagnosed failure with the empty results `empty`.
+    """
+    from ansible.module_utils.basic import missing_required_lib
+    try:
+        import grpc
+        from cri_api.v1 import api_pb2, api_pb2_grpc
+    except ImportError as exc:
+        module.fail_json(msg=missing_required_lib("container-runtime-interface-api (with grpcio and protobuf)"),
+                         exception=str(exc))
+    if module.check_mode:
+        module.exit_json(ok=False, checked=False, failure=None, msg=f"check mode: no pod was run (a run would {would_run})",
+                         **base)
+    socket_path = module.params["socket"]
+    failed = dict(empty, ok=False, checked=True, timings={}, total_seconds=0, cleanup_errors=[], **base)
+    if not os.path.exists(socket_path):
+        module.exit_json(failure=diagnose("connect", f"{socket_path} does not exist: the engine is not running"), **failed)
+    with grpc.insecure_channel(f"unix://{socket_path}") as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError as exc:
+            module.exit_json(failure=diagnose("connect", f"no CRI answer on {socket_path} within {timeout:g} s: {error_text(exc)}"),
+                             **failed)
+        result = make_check(api_pb2_grpc.RuntimeServiceStub(channel), api_pb2).run()
+    module.exit_json(checked=True, **dict(base, **result))
