@@ -31,6 +31,9 @@ import pytest
 from conftest import REPO
 from site_runs import SOCKET, VENV_PYTHON, VERIFY_TASK, assert_verified, changed_tasks, prepare_for_site
 
+# Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
+pytestmark = pytest.mark.slow
+
 SUPERVISE = "/usr/local/bin/k3s-gvisor-supervise"
 # The engine role's tasks that start the engine under the supervisor.
 ENGINE_STARTS = ("engine : Start the engine under the supervisor", "engine : Restart the engine under the supervisor")
@@ -80,9 +83,6 @@ print(json.dumps({"killed_pid": None, "module_seen": seen}))
 VERIFY_SANDBOXES = r"""
 import grpc
 from cri_api.v1 import api_pb2 as api, api_pb2_grpc
-
-# Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
-pytestmark = pytest.mark.slow
 stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel("unix://%s"))
 items = stub.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60).items
 print(len([item for item in items if "k3s-gvisor.io/verify-run" in item.labels]))
