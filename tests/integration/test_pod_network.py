@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import Node, gvisor_node
-from test_verify import PAUSE, PROBE, SOCKET, add_host_vars, leftovers, module
+from site_runs import PAUSE, PROBE, SOCKET
+from test_verify import leftovers, module
 
 NODE = "kg-net-sid"
 CONFLIST = "/etc/cni/net.d/10-k3s-gvisor.conflist"
@@ -31,8 +32,8 @@ def converged(tmp_path_factory):
     gvisor_node("create", NODE, "--image", "sid", "--runtime", "runsc")
     try:
         node = Node(NODE, "sid", "runsc", tmp_path_factory.mktemp("pod-network"))
-        add_host_vars(node, engine_sandbox_image=PAUSE,
-                      verify_summary_path=str(tmp_path_factory.mktemp("summary") / "summary.json"))
+        node.add_host_vars(engine_sandbox_image=PAUSE,
+                           verify_summary_path=str(tmp_path_factory.mktemp("summary") / "summary.json"))
         started = time.monotonic()
         run = node.playbook("site.yml")
         assert run.returncode == 0, failed_tasks(run)

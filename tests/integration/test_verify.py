@@ -18,14 +18,10 @@ import subprocess
 import time
 
 import pytest
-import yaml
 
 from conftest import REPO, VENV_BIN
+from site_runs import PAUSE, PROBE, SOCKET, VENV_PYTHON
 
-PAUSE = "localhost/k3s-gvisor/pause:1"
-PROBE = "localhost/k3s-gvisor/probe:1"
-VENV_PYTHON = "/opt/k3s-gvisor/cri-client/bin/python"
-SOCKET = "/run/containerd/containerd.sock"
 STEPS = ["run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "container_exit", "read_log", "cleanup"]
 
 # Everything a pod leaves when it is not cleaned up, counted on the node with
@@ -65,13 +61,6 @@ def leftovers(node) -> dict:
     return json.loads(result.stdout)
 
 
-def add_host_vars(node, **host_vars) -> None:
-    """More host vars in the node's inventory (conftest writes the common ones)."""
-    inventory = yaml.safe_load(node.inventory.read_text())
-    inventory["k3s_cluster"]["children"]["server"]["hosts"][node.name].update(host_vars)
-    node.inventory.write_text(yaml.safe_dump(inventory))
-
-
 def module(node, name: str, python: str = VENV_PYTHON, **args) -> dict:
     """Run one of the project's modules on the node, ad hoc (by default with the CRI client's python); its result."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
@@ -88,7 +77,7 @@ def verified(request, node_factory, tmp_path_factory):
     node = node_factory(f"verify-{request.param}", image=request.param)
     summary_path = tmp_path_factory.mktemp("summary") / "summary.json"
     # The probe pod on the node's network: the pod network's check is test_pod_network.py.
-    add_host_vars(node, engine_sandbox_image=PAUSE, verify_summary_path=str(summary_path), verify_network="host")
+    node.add_host_vars(engine_sandbox_image=PAUSE, verify_summary_path=str(summary_path), verify_network="host")
     started = time.monotonic()
     run = node.playbook("site.yml")
     seconds = time.monotonic() - started
