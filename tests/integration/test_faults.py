@@ -6,7 +6,8 @@ The tests run in file order on one node, each leaving it converged:
      task chosen at random from the seed printed; run again: converged and verified.
   2. containerd killed (SIGKILL) in the middle of verify, once the probe pod's
      sandbox exists: the supervisor restarts it, and the next site.yml run
-     ends verified.
+     ends verified, having first removed the killed run's pod (its shim,
+     runc state, mounts and cgroups go with it).
   3. The node container restarted (`docker restart`): its PID 1 is `sleep
      infinity`, which starts nothing, and runsc keeps a container's root
      filesystem in memory, so the node comes back as its image was: the engine
@@ -90,6 +91,12 @@ print(len([item for item in items if "k3s-gvisor.io/verify-run" in item.labels])
 
 
 @pytest.fixture(scope="module")
+def seen() -> dict:
+    """What a test saw that a later one checks."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def node(node_factory, tmp_path_factory):
     node = node_factory("fault-sid", image="sid")
     prepare_for_site(node, tmp_path_factory.mktemp("summary"))
@@ -132,7 +139,7 @@ def test_1_an_interrupted_converge_converges_when_run_again(node):
     assert_verified(node.playbook("site.yml"))
 
 
-def test_2_containerd_killed_mid_verify_is_restarted_and_the_next_run_verifies(node):
+def test_2_containerd_killed_mid_verify_is_restarted_and_the_next_run_verifies(node, seen):
     before = supervisor_state(node)
     watcher = subprocess.Popen(["docker", "exec", node.name, "python3", "-c", KILL_MID_VERIFY],
                                stdout=subprocess.PIPE, text=True)
@@ -145,16 +152,21 @@ def test_2_containerd_killed_mid_verify_is_restarted_and_the_next_run_verifies(n
     after = supervisor_state(node)
     assert after["supervisor_pid"] == before["supervisor_pid"]
     assert after["restarts"] == before["restarts"] + 1 and after["daemon_pid"] != before["daemon_pid"]
-    assert_verified(node.playbook("site.yml"))
+    seen["killed"], seen["repair"] = killed, assert_verified(node.playbook("site.yml"))
 
 
-@pytest.mark.xfail(strict=True, reason="a verify run's cleanup removes only its own pods: the sandbox of a run "
-                   "whose engine was killed stays, with its shim, runc state, mount and cgroups (see issue #7)")
-def test_3_the_killed_runs_sandbox_does_not_stay(node):
-    """After test 2: the killed run's sandbox is gone once a later run has verified."""
+def test_3_the_next_run_removed_the_killed_runs_pod(node, seen):
+    """The killed run could not remove its sandbox; the repairing run removed it first and said so."""
+    earlier = seen["repair"]["earlier_runs"]
+    print(f"\nthe repairing run removed first: {earlier}")
+    assert earlier["errors"] == []
+    assert set(seen["killed"]["runc_state_dirs"]) <= set(earlier["sandboxes"]), (seen["killed"], earlier)
     count = node.exec(VENV_PYTHON, "-c", VERIFY_SANDBOXES)
     assert count.returncode == 0, count.stderr
     assert int(count.stdout) == 0
+    state_dirs = node.exec("ls", "-A", "/run/containerd/runc/k8s.io").stdout.split()
+    assert not set(seen["killed"]["runc_state_dirs"]) & set(state_dirs), state_dirs
+    assert "containerd-shim" not in node.exec("ps", "-eo", "comm").stdout, "a shim outlived its pod"
 
 
 def test_4_after_a_node_restart_the_next_converge_starts_the_engine(node):

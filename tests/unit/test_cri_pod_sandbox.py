@@ -260,3 +260,51 @@ def test_every_catalogue_entry_is_found_inside_the_engines_longer_message(blocke
 
 def test_an_error_without_a_catalogue_entry_matches_nothing():
     assert cri.match_blocker("runc create failed: unable to set hostname without a private UTS namespace") is None
+
+
+def leave_an_earlier_run(runtime, tmp_path, run_id="feedfacecafe"):
+    """What a run killed after StartContainer leaves: its sandbox, container and log directory."""
+    settings = cri.CheckSettings(sandbox_image="p", probe_image="q", log_root=str(tmp_path), run_id=run_id)
+    earlier = cri.PodSandboxCheck(runtime, api, settings, HOST_PID_NS)
+    os.makedirs(settings.log_directory)
+    earlier.run_pod_sandbox()
+    earlier.create_container()
+    earlier.start_container()
+    return earlier
+
+
+def test_what_an_earlier_run_left_is_removed_and_nothing_else(tmp_path):
+    runtime = FakeRuntime()
+    earlier = leave_an_earlier_run(runtime, tmp_path)
+    runtime.sandboxes["someone-elses"] = api.PodSandboxConfig(labels={"app": "web"})
+    (tmp_path / "default_web_1234").mkdir()
+    removed = cri.remove_earlier_runs(runtime, api, str(tmp_path), timeout=2.0)
+    assert removed == {"containers": [earlier.container_id], "sandboxes": [earlier.sandbox_id],
+                       "log_directories": [earlier.settings.log_directory], "errors": []}
+    assert list(runtime.sandboxes) == ["someone-elses"] and runtime.containers == {}
+    assert os.listdir(tmp_path) == ["default_web_1234"]
+
+
+def test_removing_earlier_runs_on_a_clean_node_removes_nothing(tmp_path):
+    runtime = FakeRuntime()
+    assert cri.remove_earlier_runs(runtime, api, str(tmp_path / "absent"), timeout=2.0) == cri.NO_EARLIER_RUNS
+    assert "RemovePodSandbox" not in runtime.calls
+
+
+def test_an_earlier_runs_pod_the_engine_cannot_remove_is_reported(tmp_path):
+    runtime = FakeRuntime()
+    leave_an_earlier_run(runtime, tmp_path)
+    runtime.fail = {"StopPodSandbox": "failed to stop sandbox: context deadline exceeded"}
+    removed = cri.remove_earlier_runs(runtime, api, str(tmp_path), timeout=2.0)
+    assert removed["errors"] == ["UNKNOWN: failed to stop sandbox: context deadline exceeded"]
+
+
+def test_a_second_verify_run_waits_for_the_lock_and_then_says_who_holds_it(tmp_path):
+    lock, clock = str(tmp_path / "verify.lock"), FakeClock()
+    with cri.verify_lock(lock, timeout=2.0):
+        with pytest.raises(cri.StepFailed, match=f"another verify run has held {lock} for 2 s"):
+            with cri.verify_lock(lock, timeout=2.0, sleep=clock.sleep, clock=clock):
+                pass
+        assert clock.now >= 102.0
+    with cri.verify_lock(lock, timeout=2.0):
+        pass

@@ -100,6 +100,10 @@ leftovers:
   returned: when checked
   type: list
   elements: str
+earlier_runs:
+  description: What earlier verify runs had left and this run removed first (see cri_pod_sandbox).
+  returned: always
+  type: dict
 cleanup_errors:
   description: Errors met while removing what the run made.
   returned: when checked

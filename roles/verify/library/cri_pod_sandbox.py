@@ -124,6 +124,14 @@ failure:
   returned: always
   type: dict
   sample: {"step": "run_pod_sandbox", "blocker": "B3", "title": "...", "evidence": "...", "remedy": "..."}
+earlier_runs:
+  description:
+    - What earlier verify runs had left and this run removed before its own pods (a run whose engine or
+      play was killed half-way cannot remove its pods itself); C(changed) is true when anything was removed.
+    - Verify runs on one node take turns (an flock on V(/run/k3s-gvisor-verify.lock)), so no running one's pods are removed.
+  returned: always
+  type: dict
+  sample: {"containers": [], "sandboxes": ["5f0c..."], "log_directories": ["/var/log/pods/k3s-gvisor-verify_probe-0123_0123"], "errors": []}
 cleanup_errors:
   description: Errors met while removing what the run made (empty when all is gone).
   returned: when checked

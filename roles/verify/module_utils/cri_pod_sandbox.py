@@ -23,8 +23,11 @@ fakes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +39,9 @@ RUN_LABEL = "k3s-gvisor.io/verify-run"
 POD_NAMESPACE = "k3s-gvisor-verify"
 CONTAINER_LOG = "probe.log"
 POLL_INTERVAL = 0.1
+# Held by a verify module while it runs: one verify run at a time per node, so
+# that removing earlier runs' pods never removes a running one's.
+VERIFY_LOCK = "/run/k3s-gvisor-verify.lock"
 
 # Steps in order; "cleanup" always runs and is timed too.
 STEPS = ("run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "container_exit", "read_log", "cleanup")
@@ -74,6 +80,70 @@ def error_text(exc: BaseException) -> str:
         text = details() or ""
         return f"{getattr(code, 'name', code)}: {text}" if code is not None else text
     return f"{type(exc).__name__}: {exc}"
+
+
+def call_quietly(errors: list, call, request, timeout: float) -> None:
+    """call(request); an error other than "not found" is appended to errors, none stops the caller."""
+    try:
+        call(request, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - every cleanup error is reported, none stops the rest
+        if "not found" not in error_text(exc).lower():
+            errors.append(error_text(exc))
+
+
+def remove_pods(stub, api, container_ids, sandbox_ids, timeout: float) -> list[str]:
+    """Stop and remove the containers, then the sandboxes; [errors]."""
+    errors: list = []
+    for container_id in sorted(container_ids):
+        call_quietly(errors, stub.StopContainer, api.StopContainerRequest(container_id=container_id, timeout=5), timeout)
+        call_quietly(errors, stub.RemoveContainer, api.RemoveContainerRequest(container_id=container_id), timeout)
+    for sandbox_id in sorted(sandbox_ids):
+        call_quietly(errors, stub.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout)
+        call_quietly(errors, stub.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout)
+    return errors
+
+
+def remove_earlier_runs(stub, api, log_root: str, timeout: float) -> dict:
+    """Remove what earlier verify runs left: their containers, sandboxes and pod log directories.
+
+    A run ends by removing its own pods, but a run whose engine or play was
+    killed half-way cannot; the next run removes them here. Call it holding
+    VERIFY_LOCK: every pod with the verify label is then an earlier run's.
+    """
+    def labelled(items):
+        return {item.id for item in items if RUN_LABEL in item.labels}
+
+    containers = labelled(stub.ListContainers(api.ListContainersRequest(), timeout=timeout).containers)
+    sandboxes = labelled(stub.ListPodSandbox(api.ListPodSandboxRequest(), timeout=timeout).items)
+    errors = remove_pods(stub, api, containers, sandboxes, timeout)
+    log_directories = []
+    if os.path.isdir(log_root):
+        for name in sorted(os.listdir(log_root)):
+            if name.startswith(f"{POD_NAMESPACE}_"):
+                path = os.path.join(log_root, name)
+                log_directories.append(path)
+                try:
+                    shutil.rmtree(path)
+                except OSError as exc:
+                    errors.append(f"log directory {exc.filename or path}: {exc.strerror}")
+    return {"containers": sorted(containers), "sandboxes": sorted(sandboxes), "log_directories": log_directories,
+            "errors": errors}
+
+
+@contextlib.contextmanager
+def verify_lock(path: str, timeout: float, sleep=time.sleep, clock=time.monotonic):
+    """Hold an exclusive flock on path; StepFailed when another run holds it for longer than timeout."""
+    with open(path, "a", encoding="utf-8") as handle:  # "a": made if absent, never truncated
+        deadline = clock() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if clock() >= deadline:
+                    raise StepFailed(f"another verify run has held {path} for {timeout:g} s") from None
+                sleep(POLL_INTERVAL)
+        yield
 
 
 @dataclass
@@ -224,24 +294,12 @@ class PodSandboxCheck:
 
     def cleanup(self) -> list[str]:
         """Stop and remove every container and sandbox of this run; [errors]."""
-        api, errors = self.api, []
-        selector = self._labels()
+        api, selector = self.api, self._labels()
         listed = self.stub.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter(label_selector=selector)))
-        for container_id in set(self._ours(listed.containers)) | ({self.container_id} - {None}):
-            self._quietly(errors, self.stub.StopContainer, api.StopContainerRequest(container_id=container_id, timeout=5))
-            self._quietly(errors, self.stub.RemoveContainer, api.RemoveContainerRequest(container_id=container_id))
+        containers = set(self._ours(listed.containers)) | ({self.container_id} - {None})
         listed = self.stub.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(label_selector=selector)))
-        for sandbox_id in set(self._ours(listed.items)) | ({self.sandbox_id} - {None}):
-            self._quietly(errors, self.stub.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
-            self._quietly(errors, self.stub.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
-        return errors
-
-    def _quietly(self, errors: list, call, request) -> None:
-        try:
-            call(request, timeout=self.settings.timeout)
-        except Exception as exc:  # noqa: BLE001 - every cleanup error is reported, none stops the rest
-            if "not found" not in error_text(exc).lower():
-                errors.append(error_text(exc))
+        sandboxes = set(self._ours(listed.items)) | ({self.sandbox_id} - {None})
+        return remove_pods(self.stub, api, containers, sandboxes, self.settings.timeout)
 
     def _remove_log_directory(self, errors: list) -> None:
         directory = self.settings.log_directory
@@ -322,6 +380,9 @@ CRI_ARGUMENTS = {
     "timeout": {"type": "float", "default": 60.0},
 }
 
+# What the CRI check modules return about earlier runs' leftovers (remove_earlier_runs).
+NO_EARLIER_RUNS = {"containers": [], "sandboxes": [], "log_directories": [], "errors": []}
+
 
 def run_over_cri(module, base: dict, timeout: float, make_check, would_run: str, empty: dict) -> None:
     """Exit the module with make_check(stub, api).run()'s result over module.params['socket'].
@@ -342,12 +403,20 @@ def run_over_cri(module, base: dict, timeout: float, make_check, would_run: str,
     socket_path = module.params["socket"]
     failed = dict(empty, ok=False, checked=True, timings={}, total_seconds=0, cleanup_errors=[], **base)
     if not os.path.exists(socket_path):
-        module.exit_json(failure=diagnose("connect", f"{socket_path} does not exist: the engine is not running"), **failed)
+        module.exit_json(failure=diagnose("connect", f"{socket_path} does not exist: the engine is not running"),
+                         earlier_runs=NO_EARLIER_RUNS, **failed)
     with grpc.insecure_channel(f"unix://{socket_path}") as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError as exc:
             module.exit_json(failure=diagnose("connect", f"no CRI answer on {socket_path} within {timeout:g} s: {error_text(exc)}"),
-                             **failed)
-        result = make_check(api_pb2_grpc.RuntimeServiceStub(channel), api_pb2).run()
-    module.exit_json(checked=True, **dict(base, **result))
+                             earlier_runs=NO_EARLIER_RUNS, **failed)
+        stub = api_pb2_grpc.RuntimeServiceStub(channel)
+        try:
+            with verify_lock(VERIFY_LOCK, timeout):
+                earlier = remove_earlier_runs(stub, api_pb2, module.params["log_root"], timeout)
+                result = make_check(stub, api_pb2).run()
+        except StepFailed as exc:
+            module.exit_json(failure=diagnose("lock", str(exc)), earlier_runs=NO_EARLIER_RUNS, **failed)
+    removed = earlier["containers"] or earlier["sandboxes"] or earlier["log_directories"]
+    module.exit_json(checked=True, earlier_runs=earlier, **dict(base, changed=bool(removed), **result))
