@@ -308,3 +308,22 @@ def test_a_second_verify_run_waits_for_the_lock_and_then_says_who_holds_it(tmp_p
         assert clock.now >= 102.0
     with cri.verify_lock(lock, timeout=2.0):
         pass
+
+
+def test_what_runc_init_wrote_to_the_containers_log_before_start_failed_is_in_the_evidence(tmp_path):
+    """runc init fails after `runc create` returned: its stderr is in the container's log, not in the error."""
+    runtime = FakeRuntime(fail={"StartContainer": "failed to start containerd task: cannot start a stopped process"})
+    original_create = runtime.CreateContainer
+
+    def create_and_fail_init(request, timeout=None):
+        response = original_create(request, timeout)
+        with open(runtime.containers[response.container_id]["log"], "w") as handle:
+            handle.write("2026-11-28T17:08:18.7Z stderr F reopen exec fifo: interrupted system call\n")
+        return response
+
+    runtime.CreateContainer = create_and_fail_init
+    failure = check(runtime, tmp_path)["failure"]
+    assert failure["step"] == "start_container"
+    assert failure["evidence"] == ("UNKNOWN: failed to start containerd task: cannot start a stopped process; "
+                                   "the container's log ends: reopen exec fifo: interrupted system call")
+    assert_nothing_left(runtime, tmp_path)

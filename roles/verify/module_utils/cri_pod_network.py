@@ -26,8 +26,8 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ansible.module_utils.cri_pod_sandbox import CheckSettings, PodSandboxCheck, StepFailed, diagnose, error_text
-from ansible.module_utils.verify_images import parse_cri_log
+from ansible.module_utils.cri_pod_sandbox import (CheckSettings, PodSandboxCheck, StepFailed, diagnose, error_text,
+                                                   read_cri_log, shown_ending)
 
 PODS = ("server", "client")
 STEPS = ("run_pod_sandboxes", "pod_ips", "start_server", "pod_to_pod", "node_to_pod", "cleanup", "leftovers")
@@ -187,11 +187,10 @@ class PodNetworkCheck:
         self.pods.container_id = self.start_container("client", client_command(self.ips["server"], self.settings.port, attempts))
         exited = self.pods.container_exit()
         self.pods.container_id = None
-        with open(exited["log_path"], encoding="utf-8", errors="replace") as handle:
-            lines = parse_cri_log(handle.read())
+        lines = read_cri_log(exited["log_path"])
         reply = client_reply(lines)
         if exited["exit_code"] != 0 or reply != self.settings.marker:
-            shown = " | ".join(text for _stream, text in lines[-5:]) or "(empty log)"
+            shown = shown_ending(lines, 5) or "(empty log)"
             raise StepFailed(f"client pod {self.ips['client']} -> server pod {self.ips['server']}:{self.settings.port}: "
                              f"exit code {exited['exit_code']}, expected {self.settings.marker!r}; the log ends: {shown}")
         return reply

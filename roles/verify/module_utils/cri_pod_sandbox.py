@@ -82,6 +82,24 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def read_cri_log(path: str) -> list:
+    """[(stream, text)] of a container log file in the CRI format."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return parse_cri_log(handle.read())
+
+
+def shown_ending(lines, count: int = 10) -> str:
+    return " | ".join(text for _stream, text in lines[-count:])
+
+
+def log_ending(path: str) -> str:
+    """The last lines of a container log, '' when it is absent or empty."""
+    try:
+        return shown_ending(read_cri_log(path))
+    except OSError:
+        return ""
+
+
 def call_quietly(errors: list, call, request, timeout: float) -> None:
     """call(request); an error other than "not found" is appended to errors, none stops the caller."""
     try:
@@ -265,7 +283,16 @@ class PodSandboxCheck:
         self.container_id = self.stub.CreateContainer(request, timeout=self.settings.timeout).container_id
 
     def start_container(self):
-        self.stub.StartContainer(self.api.StartContainerRequest(container_id=self.container_id), timeout=self.settings.timeout)
+        try:
+            self.stub.StartContainer(self.api.StartContainerRequest(container_id=self.container_id),
+                                     timeout=self.settings.timeout)
+        except Exception as exc:
+            # runc init reports a failure after `runc create` has returned on
+            # its stderr, which the engine sends to the container's log.
+            ending = log_ending(os.path.join(self.settings.log_directory, CONTAINER_LOG))
+            if not ending:
+                raise
+            raise StepFailed(f"{error_text(exc)}; the container's log ends: {ending}") from None
 
     def container_exit(self) -> dict:
         def exited():
@@ -277,14 +304,12 @@ class PodSandboxCheck:
 
     def read_log(self, log_path: str) -> dict:
         try:
-            with open(log_path, encoding="utf-8", errors="replace") as handle:
-                lines = parse_cri_log(handle.read())
+            lines = read_cri_log(log_path)
         except OSError as exc:
             raise StepFailed(f"probe log {log_path}: {exc.strerror}") from None
         parsed = parse_probe_output(lines, self.settings.marker)
         if not parsed["marker_found"]:
-            shown = " | ".join(text for _stream, text in lines[-10:])
-            raise StepFailed(f"marker {self.settings.marker} not in {log_path}; the log ends: {shown or '(empty)'}")
+            raise StepFailed(f"marker {self.settings.marker} not in {log_path}; the log ends: {shown_ending(lines) or '(empty)'}")
         return parsed["facts"]
 
     # ---- cleanup ---------------------------------------------------------
