@@ -213,6 +213,41 @@ def test_b8_without_the_maskdir_patch(gvisor_runtime):
 ALL_PATCHES = sorted(path.name for path in (REPO / "roles/runc_gvisor/files/patches").glob("*.patch"))
 
 
+# runc create, then SIGURG (which Go's runtime handles with SA_RESTART) to
+# runc init while it blocks opening its exec FIFO, then runc start.
+SIGNALS_BEFORE_START = """
+R="$0 --root {work}/state"
+$R create --bundle {work}/minimal --pid-file {work}/$1.pid $1 || exit 90
+pid=$(cat {work}/$1.pid)
+for i in 1 2 3 4 5 6 7 8 9 10; do kill -URG $pid 2>/dev/null; sleep 0.05; done
+$R start $1; code=$?
+sleep 1; $R delete --force $1
+exit $code
+""".format(work=WORK)
+# What runc init says when gVisor fails that open with EINTR (google/gvisor#14849).
+FIFO_EINTR = "reopen exec fifo: reopen fd"
+
+
+def create_signal_start(node, runc: str, container_id: str) -> subprocess.CompletedProcess:
+    return node.exec("sh", "-c", SIGNALS_BEFORE_START, runc, container_id)
+
+
+def test_runc_init_outlives_signals_before_start(gvisor_runtime):
+    """Patch 0005: the shipped runc starts a container whose init was signalled while waiting for start."""
+    result = create_signal_start(gvisor_runtime, "/usr/local/lib/runc-gvisor/runc", "signalled")
+    assert result.returncode == 0, result.stderr
+    assert "MARK-minimal" in result.stdout
+
+
+def test_without_patch_0005_a_signal_before_start_kills_runc_init(gvisor_runtime):
+    """The same without 0005: runc init dies of the EINTR, as one pod in twenty did under load."""
+    others = [name for name in ALL_PATCHES if not name.startswith("0005-")]
+    install_test_runc(gvisor_runtime, build_runc(others), f"{WORK}/runc-no-0005")
+    result = create_signal_start(gvisor_runtime, f"{WORK}/runc-no-0005", "signalled-no-0005")
+    assert result.returncode not in (0, 90), result.stdout + result.stderr
+    assert FIFO_EINTR in result.stderr and "interrupted system call" in result.stderr, result.stderr
+
+
 @pytest.fixture(scope="module")
 def plain_runtime(node_factory, tmp_path_factory):
     """A plain-kernel container (docker's runc) where runc can run nested; probed, runtime installed, summarised."""
