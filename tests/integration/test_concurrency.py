@@ -5,12 +5,12 @@ image, container_engine=containerd, converged by site.yml).
 tests/integration/cri_burst.py runs on the node with the CRI client's venv
 and the verify role's own PodSandboxCheck, twenty of them released together:
 each makes a sandbox, waits for READY, runs the probe container in it, reads
-its log and removes both. Every pod must be removed without an error, and
-afterwards the node must hold exactly what it held before. Every sandbox
-must reach READY and every probe run, but now and then one pod of twenty
-fails with "cannot start a stopped process" (a race not yet understood, see
-docs/RELIABILITY.md): that test is an expected failure, not strict, and any
-other failure fails test_no_pod_failed_but_by_the_known_race. Counted (cri_burst.count_node): CRI
+its log and removes both. Every sandbox must reach READY, every probe run
+and every pod be removed without an error, and afterwards the node must
+hold exactly what it held before. (One pod of twenty used to fail with
+"cannot start a stopped process": runc init died of an EINTR gVisor returns
+from a blocking FIFO open; runc patch 0005 retries it, see
+docs/RELIABILITY.md.) Counted (cri_burst.count_node): CRI
 sandboxes and containers; runc state directories under containerd's runc
 root for k8s.io; mountinfo lines under /run/containerd and
 /var/lib/containerd (task rootfs, snapshotter directories); cgroup
@@ -45,8 +45,7 @@ MODULE_UTILS = ("roles/gvisor_preflight/module_utils/gvisor_facts.py", "roles/ve
                 "roles/verify/module_utils/verify_images.py", "roles/verify/module_utils/cri_pod_sandbox.py")
 # Seconds each CRI call and wait may take with twenty pods on two shared cores.
 CALL_TIMEOUT = 300
-# The shim's words when a container's init process exited before runc start (issue #7).
-KNOWN_RACE = "cannot start a stopped process"
+BURST_TIMEOUT = 1200
 
 
 def ship_burst(node) -> None:
@@ -68,10 +67,16 @@ def burst(node_factory, tmp_path_factory):
     prepare_for_site(node, tmp_path_factory.mktemp("summary"))
     assert_verified(node.playbook("site.yml"))
     ship_burst(node)
-    proc = subprocess.run(
-        ["docker", "exec", "-e", f"PYTHONPATH={SHIPPED}", node.name, VENV_PYTHON, f"{SHIPPED}/cri_burst.py",
-         "--count", str(PODS), "--socket", SOCKET, "--probe-image", PROBE, "--timeout", str(CALL_TIMEOUT)],
-        capture_output=True, text=True, timeout=1200)
+    try:
+        proc = subprocess.run(
+            ["docker", "exec", "-e", f"PYTHONPATH={SHIPPED}", node.name, VENV_PYTHON, f"{SHIPPED}/cri_burst.py",
+             "--count", str(PODS), "--socket", SOCKET, "--probe-image", PROBE, "--timeout", str(CALL_TIMEOUT)],
+            capture_output=True, text=True, timeout=BURST_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc = None
+    # Seen under load (docs/RELIABILITY.md): the node's processes lose their root file system.
+    assert node.exec("/bin/true").returncode == 0, "the node lost its root file system during the burst"
+    assert proc is not None, f"the burst did not end within {BURST_TIMEOUT} s"
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     totals = [result["total_seconds"] for result in report["results"]]
@@ -93,17 +98,6 @@ def test_every_pod_was_removed(burst):
     assert [result["cleanup_errors"] for result in results] == [[]] * PODS
 
 
-def test_no_pod_failed_but_by_the_known_race(burst):
-    """Any failure other than KNOWN_RACE is a new one."""
-    _, report = burst
-    failures = [result["failure"] for result in report["results"] if not result["ok"]]
-    print(f"\n{len(failures)} of {PODS} pods failed: {failures}")
-    assert all(KNOWN_RACE in failure["evidence"] for failure in failures), failures
-
-
-@pytest.mark.xfail(strict=False, reason=f"now and then one pod of twenty fails with '{KNOWN_RACE}' at RunPodSandbox "
-                   "or StartContainer: its runc init exited between runc create and runc start; not yet "
-                   "understood, see docs/RELIABILITY.md")
 def test_every_sandbox_was_ready_and_every_probe_ran(burst):
     _, report = burst
     failures = [(result["run_id"], result["failure"]) for result in report["results"] if not result["ok"]]
