@@ -426,22 +426,22 @@ def run_over_cri(module, base: dict, timeout: float, make_check, would_run: str,
         module.exit_json(ok=False, checked=False, failure=None, msg=f"check mode: no pod was run (a run would {would_run})",
                          **base)
     socket_path = module.params["socket"]
-    failed = dict(empty, ok=False, checked=True, timings={}, total_seconds=0, cleanup_errors=[], **base)
+    failed = dict(empty, ok=False, checked=True, timings={}, total_seconds=0, cleanup_errors=[],
+                  earlier_runs=NO_EARLIER_RUNS, **base)
     if not os.path.exists(socket_path):
-        module.exit_json(failure=diagnose("connect", f"{socket_path} does not exist: the engine is not running"),
-                         earlier_runs=NO_EARLIER_RUNS, **failed)
+        module.exit_json(failure=diagnose("connect", f"{socket_path} does not exist: the engine is not running"), **failed)
     with grpc.insecure_channel(f"unix://{socket_path}") as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError as exc:
             module.exit_json(failure=diagnose("connect", f"no CRI answer on {socket_path} within {timeout:g} s: {error_text(exc)}"),
-                             earlier_runs=NO_EARLIER_RUNS, **failed)
+                             **failed)
         stub = api_pb2_grpc.RuntimeServiceStub(channel)
         try:
             with verify_lock(VERIFY_LOCK, timeout):
                 earlier = remove_earlier_runs(stub, api_pb2, module.params["log_root"], timeout)
                 result = make_check(stub, api_pb2).run()
         except StepFailed as exc:
-            module.exit_json(failure=diagnose("lock", str(exc)), earlier_runs=NO_EARLIER_RUNS, **failed)
+            module.exit_json(failure=diagnose("lock", str(exc)), **failed)
     removed = earlier["containers"] or earlier["sandboxes"] or earlier["log_directories"]
     module.exit_json(checked=True, earlier_runs=earlier, **dict(base, changed=bool(removed), **result))
