@@ -1,8 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/pod_cycle's node side: N probe-pod cycles per runtime handler over CRI,
 interleaved (A, B, A, B, ...), one JSON line per cycle on stdout.
 
 Run on the node with the verify role's CRI client venv, with the verify
-module_utils importable as ansible.module_utils (bench/pod_cycle ships them):
+module_utils importable under the collection's names (bench/pod_cycle ships them):
 
     python pod_cycle_node.py --cycles N --handler runc-gvisor --handler runc-stock
 
@@ -21,7 +22,7 @@ import sys
 import grpc
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
-from ansible.module_utils.cri_pod_sandbox import CheckSettings, PodSandboxCheck
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.cri_pod_sandbox import CheckSettings, PodSandboxCheck
 
 
 def main() -> int:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Real gVisor nodes for integration tests, made with scripts/gvisor-node.
 
 Nodes are docker containers run by runsc (gVisor 20240729, or 20221219 as
@@ -111,6 +112,12 @@ class PlaybookRun:
     @property
     def stats(self) -> dict:
         return self.result["stats"][self.host]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def installed_collection():
+    """The playbooks run the collection as installed from this tree's tarball."""
+    subprocess.run([str(REPO / "scripts" / "install-collection")], check=True, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run on a node with the CRI client's venv: many probe pods at once, then count what is left.
 
     PYTHONPATH=DIR python cri_burst.py --count 20 --socket SOCK --probe-image REF --timeout S
 
 DIR holds the verify role's module_utils (and the probe's catalogue) as
-ansible/module_utils/*.py: each pod is the verify role's own PodSandboxCheck
+ansible_collections/k3s_gvisor/node/plugins/module_utils/*.py: each pod is the verify role's own PodSandboxCheck
 (RunPodSandbox, READY, the probe container, its log, stop and remove), so
 this is the same CRI client as the verify stage, only many of it in threads
 that start together. Prints one JSON object: each pod's result, and the
@@ -22,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from ansible.module_utils.cri_pod_sandbox import CheckSettings, PodSandboxCheck
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.cri_pod_sandbox import CheckSettings, PodSandboxCheck
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
 RUNC_ROOT = "/run/containerd/runc/k8s.io"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the tests that run the whole site.yml on a node share."""
 
 from __future__ import annotations

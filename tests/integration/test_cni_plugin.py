@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """gvisor-bridge, the CNI plugin for gVisor hosts, on a real gVisor 20240729 node.
 
 site.yml's probe and runtime stages build and install it (the probe's netlink

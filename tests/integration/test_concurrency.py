@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Twenty pod sandboxes at once on one gVisor 20240729 node, through the full
 stack: CRI -> containerd 2.1.9 -> runc-gvisor -> patched runc 1.3.6 (sid
 image, container_engine=containerd, converged by site.yml).
@@ -41,8 +42,7 @@ pytestmark = pytest.mark.slow
 PODS = 20
 SHIPPED = "/tmp/k3s-gvisor-burst"
 # The verify role's CRI code and what it imports, as Ansible names them.
-MODULE_UTILS = ("roles/gvisor_preflight/module_utils/gvisor_facts.py", "roles/verify/module_utils/oci_image.py",
-                "roles/verify/module_utils/verify_images.py", "roles/verify/module_utils/cri_pod_sandbox.py")
+MODULE_UTILS = ("gvisor_facts", "oci_image", "verify_images", "cri_pod_sandbox")
 # Seconds each CRI call and wait may take with twenty pods on two shared cores.
 CALL_TIMEOUT = 300
 BURST_TIMEOUT = 1200
@@ -53,10 +53,9 @@ def ship_burst(node) -> None:
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
         tar.add(REPO / "tests/integration/cri_burst.py", arcname="cri_burst.py")
-        for package in ("ansible/__init__.py", "ansible/module_utils/__init__.py"):
-            tar.addfile(tarfile.TarInfo(package), io.BytesIO())
-        for path in MODULE_UTILS:
-            tar.add(REPO / path, arcname=f"ansible/module_utils/{path.rsplit('/', 1)[1]}")
+        for name in MODULE_UTILS:
+            tar.add(REPO / "plugins" / "module_utils" / f"{name}.py",
+                    arcname=f"ansible_collections/k3s_gvisor/node/plugins/module_utils/{name}.py")
     subprocess.run(["docker", "exec", "-i", node.name, "sh", "-c", f"rm -rf {SHIPPED} && mkdir {SHIPPED} && tar -x -C {SHIPPED}"],
                    input=archive.getvalue(), check=True, timeout=120)
 

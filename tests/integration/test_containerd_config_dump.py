@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """containerd itself reads what containerd_config writes.
 
 For each node image (sid: containerd 2.1.9; trixie: containerd 1.7.24), the
@@ -25,9 +26,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "containerd"
-sys.path.insert(0, str(REPO / "roles" / "engine" / "module_utils"))
 
-import containerd_toml as ct  # noqa: E402  (path set up above)
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import containerd_toml as ct  # noqa: E402
 
 IMAGES = {"sid": "k3s-gvisor/node:sid", "trixie": "k3s-gvisor/node:trixie"}
 # What the field notes and the probe saw in these images.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The containerd engine on real gVisor nodes (sid: containerd 2.1.9; trixie: 1.7.24).
 
 Converged by site.yml's probe, runtime and engine stages: containerd runs under

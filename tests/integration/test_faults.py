@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Faults injected into a real gVisor 20240729 node (sid image, container_engine=containerd)
 while site.yml converges it, each followed by the run that must repair it.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Idempotence and check mode of the whole site.yml (probe, runtime, engine,
 verify and the summary) on one gVisor 20240729 node (sid image,
 container_engine=containerd), in file order:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The k3s engine on real gVisor nodes (sid image, runsc), with a STAND-IN for k3s.
 
 The k3s binary cannot be downloaded on our machines, so these tests install a

@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """The k3s containerd config templates, checked without k3s.
 
 k3s cannot be downloaded on our machines, so each template goes through the
 three steps k3s and containerd would take, with real tools wherever one
 exists here:
 
-1. Ansible renders templates/config-v3.toml.tmpl and templates/config.toml.tmpl
+1. Ansible renders the engine role's config-v3.toml.tmpl and config.toml.tmpl
    (ansible-playbook, ansible.builtin.template: the same Jinja2 environment and
    `#jinja2:` header handling the engine role gets), for a gVisor host and a
    plain one. The output is a Go template.
@@ -44,7 +45,7 @@ import yaml
 
 from conftest import REPO, VENV_BIN, runtime_registered
 
-TEMPLATES = REPO / "templates"
+TEMPLATES = REPO / "roles" / "engine" / "templates"
 FIXTURES = REPO / "tests" / "fixtures" / "k3s-base"
 
 RUNTIME = "runc-gvisor"

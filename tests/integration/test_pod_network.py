@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pod networking on a real gVisor 20240729 node (sid: containerd 2.1.9), container_engine=containerd.
 
 site.yml converges the node with the defaults: the engine writes the pod

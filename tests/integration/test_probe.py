@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The probe on real nodes: what it reports must match what the field notes saw."""
 
 from __future__ import annotations

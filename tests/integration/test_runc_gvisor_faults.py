@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Faults in the runtime stage's build, on real gVisor nodes (issue #7, item 3):
 a runc build killed half-way is rebuilt cleanly by the next run, and a cached
 build whose content no longer matches its recorded sha256 fails the run

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The runtime on real gVisor: runc-gvisor + the patched runc against stock runc.
 
 The upstream experiment's progressive matrix, automated. Bundles are run with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The verify stage on real gVisor nodes (sid: containerd 2.1.9, patched runc
 1.3.6; trixie: containerd 1.7.24, runc 1.1.15), container_engine=containerd.
 

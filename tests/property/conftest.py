@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The real runc-gvisor binary, a fake runc behind it, and a fresh directory
 per case. The fake runc only records the argv it gets, so the tests here see
 the wrapper's own behaviour, not runc's."""

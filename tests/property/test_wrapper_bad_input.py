@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """runc-gvisor under bad input: generated config.json contents and argv shapes.
 
 The real wrapper binary (built once with the machine's Go) runs against a fake

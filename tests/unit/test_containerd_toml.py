@@ -1,4 +1,5 @@
-"""Unit tests for roles/engine/module_utils/containerd_toml.py (and its module's glue).
+# SPDX-License-Identifier: Apache-2.0
+"""Unit tests for plugins/module_utils/containerd_toml.py (and its module's glue).
 
 Fed with real files from tests/fixtures/containerd/: the output of
 `containerd config default` of containerd 2.1.9 (version 3) and 1.7.24
@@ -11,6 +12,7 @@ comments are checked on the text.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 import os
@@ -27,9 +29,9 @@ from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "containerd"
-sys.path.insert(0, str(REPO / "roles" / "engine" / "module_utils"))
 
-import containerd_toml as ct  # noqa: E402  (path set up above)
+from tree_collection import COLLECTION_ROOT  # noqa: E402
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import containerd_toml as ct  # noqa: E402
 
 V3_DEFAULT = (FIXTURES / "containerd-2.1.9-config-default.toml").read_text()
 V2_DEFAULT = (FIXTURES / "containerd-1.7.24-config-default.toml").read_text()
@@ -39,6 +41,7 @@ HAND_V3 = (FIXTURES / "hand-edited-v3.toml").read_text()
 
 # What a gVisor node with B5 and B7 gets.
 GVISOR = ct.GvisorSettings(
+    no_new_keyring=True,
     snapshotter="native",
     unprivileged_ports_icmp=False,
     sandbox_image="k3s-gvisor/pause:3.10",
@@ -409,7 +412,7 @@ def test_default_runtime_false_adds_the_runtime_but_keeps_runc_default():
 
 def test_default_runtime_false_removes_our_runtime_as_default():
     merged = merge(HAND_V2, "1.7.24").text
-    result = merge(merged, "1.7.24", ct.GvisorSettings(default_runtime=False))
+    result = merge(merged, "1.7.24", dataclasses.replace(GVISOR, default_runtime=False))
     assert "default_runtime_name" not in cri_v2(tomllib.loads(result.text))["containerd"]
     assert result.changed_keys == ['plugins."io.containerd.grpc.v1.cri".containerd.default_runtime_name']
     assert "# pods without a RuntimeClass" in result.text  # the comment above it stays
@@ -679,8 +682,7 @@ def run_module(tmp_path: Path, args: str, *flags: str) -> dict:
     config.write_text("[defaults]\nlocalhost_warning = False\n")
     env = dict(
         os.environ,
-        ANSIBLE_LIBRARY=str(REPO / "roles/engine/library"),
-        ANSIBLE_MODULE_UTILS=str(REPO / "roles/engine/module_utils"),
+        ANSIBLE_COLLECTIONS_PATH=COLLECTION_ROOT,
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_CONFIG=str(config),
@@ -688,7 +690,7 @@ def run_module(tmp_path: Path, args: str, *flags: str) -> dict:
     proc = subprocess.run(
         [str(REPO / ".venv/bin/ansible"), "localhost", "-c", "local", "-i", "localhost,",
          "-e", f"ansible_python_interpreter={sys.executable}",
-         "-m", "containerd_config", "-a", args, *flags],
+         "-m", "k3s_gvisor.node.containerd_config", "-a", args, *flags],
         capture_output=True, text=True, env=env, timeout=120,
     )
     return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]

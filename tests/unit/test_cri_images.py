@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit tests for the verify role's image builder (module_utils/oci_image.py)
 and its images and probe output (module_utils/verify_images.py).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit tests for the pure parts of the verify role's pod-network check
 (module_utils/cri_pod_network.py): the busybox scripts (run here with the
 host's sh and a fake nc), the IP checks and the leftovers. The check against

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit tests for the verify role's CRI check (module_utils/cri_pod_sandbox.py).
 
 The CRI messages are the real ones (cri_api.v1.api_pb2 of the pinned

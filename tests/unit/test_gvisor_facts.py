@@ -1,4 +1,5 @@
-"""Unit tests for roles/gvisor_preflight/module_utils/gvisor_facts.py.
+# SPDX-License-Identifier: Apache-2.0
+"""Unit tests for plugins/module_utils/gvisor_facts.py.
 
 The parsers and the blocker logic are fed real file contents and command
 output, captured on this project's machines (plain Linux 6.x kernel, and
@@ -22,9 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "roles" / "gvisor_preflight" / "module_utils"))
 
-import gvisor_facts as gf  # noqa: E402  (path set up above)
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_facts as gf  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Real samples
@@ -212,6 +212,30 @@ OBSERVED_GVISOR_20240729 = {
         "version_tuple": [2, 1, 9],
     },
     "runc": {"found": True, "path": "/usr/bin/runc", "version": "1.3.6+ds1", "version_tuple": [1, 3, 6]},
+    "crun": {"found": True, "path": "/usr/bin/crun", "version": "1.28", "version_tuple": [1, 28, 0]},
+    "crun_from_apt": None,
+    "netlink": {
+        "available": True, "reason": None, "ip_path": "/usr/sbin/ip",
+        "veth": {"works": True, "error": None}, "bridge": {"works": True, "error": None},
+        "address": {"works": True, "error": None}, "route_add": {"works": True, "error": None},
+        "route_del": {"works": False,
+                      "error": "ip route del 10.255.1.0/24 dev kgp-br: RTNETLINK answers: Operation not supported"},
+    },
+    # The probe's runtime check on that node (2026-12-01).
+    "runtime_check": {
+        "crun": {
+            "cri": {"works": True, "error": None},
+            "cgroup_namespace": {"works": True, "error": None},
+            "pid_namespace_join": {"works": False, "error": "create: setns `/proc/4038/ns/pid`: Invalid argument"},
+            "signal_before_start": {"works": True, "error": None},
+        },
+        "runc": {
+            "cri": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
+            "cgroup_namespace": {"works": False, "error": "create: runc create failed: cgroup namespaces aren't enabled in the kernel"},
+            "pid_namespace_join": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
+            "signal_before_start": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
+        },
+    },
 }
 OBSERVED_GVISOR_20221219 = {
     "is_gvisor": True,
@@ -241,16 +265,21 @@ OBSERVED_GVISOR_20221219 = {
 NOT_FOUND = {"found": False, "path": None, "version": None, "version_tuple": None}
 
 # The blockers' words, exactly as the field notes give them.
-FIELD_NOTES_ERROR_TEXTS = {
-    "B1": "cgroup namespaces aren't enabled in the kernel",
-    "B2": "error during container init: open /proc/sys/kernel/cap_last_cap: no such file or directory",
-    "B3": "runc create failed: unsafe procfs detected: incorrect procfs root inode number 86",
-    "B6": "unable to join session keyring",
-    "B8": (
-        'error during container init: can\'t mask dir "/sys/firmware": mount src=tmpfs, dst=/sys/firmware, '
-        "flags=MS_RDONLY, data=nr_blocks=1,nr_inodes=1: invalid argument"
-    ),
-    "B9": "runc create failed: unable to start container process: can't get final child's PID from pipe: EOF",
+# Error lines as the engines printed them on real hosts (containerd's log, runc's
+# stderr, the CRI error the verify stage got), each with the blocker it shows.
+SEEN_ERRORS = {
+    "B1": 'time="2026-12-01T21:08:54Z" level=error msg="runc run failed: cgroup namespaces aren\'t enabled in the kernel"',
+    "B2": ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: "
+           "unable to start container process: error during container init: open /proc/sys/kernel/cap_last_cap: "
+           "no such file or directory: unknown"),
+    "B3": 'time="2026-12-01T21:08:53Z" level=error msg="runc run failed: unsafe procfs detected: incorrect procfs root inode number 86"',
+    "B4": "failed to start shim: start failed: io.containerd.runc.v2: invalid argument: exit status 1",
+    "B8": ("runc create failed: unable to start container process: error during container init: can't mask dir "
+           '"/sys/firmware": mount src=tmpfs, dst=/sys/firmware, flags=MS_RDONLY, data=nr_blocks=1,nr_inodes=1: invalid argument'),
+    "B9": ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create "
+           "failed: unable to start container process: can't get final child's PID from pipe: EOF: unknown"),
+    "B10": 'plugin type="bridge" failed (add): "cni0" already exists but is not a bridge',
+    "B11": "reopen exec fifo: reopen fd 7: interrupted system call",
 }
 
 
@@ -504,15 +533,32 @@ def test_ip_batch_parser_never_raises(stderr):
 # ---------------------------------------------------------------------------
 
 
-def test_catalogue_covers_b1_to_b9_with_field_notes_texts():
-    assert sorted(gf.BLOCKER_CATALOGUE) == ["B%d" % n for n in range(1, 10)]
-    assert [rule_id for rule_id, _ in gf.BLOCKER_RULES] == sorted(gf.BLOCKER_CATALOGUE)
-    for blocker_id, text in FIELD_NOTES_ERROR_TEXTS.items():
-        assert gf.BLOCKER_CATALOGUE[blocker_id].error_text == text
+def test_catalogue_has_a_rule_for_every_blocker_and_only_b4_is_fatal():
+    assert [rule_id for rule_id, _ in gf.BLOCKER_RULES] == sorted(gf.BLOCKER_CATALOGUE, key=lambda b: int(b[1:]))
     unfixable = sorted(bid for bid, info in gf.BLOCKER_CATALOGUE.items() if not info.fixable)
     assert unfixable == ["B4", "B9"]
     fatal = sorted(bid for bid, info in gf.BLOCKER_CATALOGUE.items() if info.fatal)
     assert fatal == ["B4"]
+
+
+@pytest.mark.parametrize("blocker_id", sorted(SEEN_ERRORS))
+def test_each_seen_error_shows_its_blocker_and_no_other(blocker_id):
+    line = SEEN_ERRORS[blocker_id]
+    assert [bid for bid, info in gf.BLOCKER_CATALOGUE.items() if info.matches(line)] == [blocker_id]
+
+
+@pytest.mark.parametrize("inode", [2, 75, 1234567])
+def test_b3_is_recognised_whatever_the_inode_number(inode):
+    line = f"runc create failed: unsafe procfs detected: incorrect procfs root inode number {inode}"
+    assert gf.BLOCKER_CATALOGUE["B3"].matches(line)
+    assert not gf.BLOCKER_CATALOGUE["B3"].matches("unsafe procfs detected: procfs is not procfs")
+
+
+def test_b11_is_runc_inits_fifo_open_only():
+    for line in ("open exec fifo /proc/self/fd/5: interrupted system call",
+                 "reopen exec fifo: reopen fd 12: interrupted system call"):
+        assert gf.BLOCKER_CATALOGUE["B11"].matches(line)
+    assert not gf.BLOCKER_CATALOGUE["B11"].matches("read /dev/ptmx: interrupted system call")
 
 
 def test_plain_host_has_no_blockers():
@@ -521,7 +567,7 @@ def test_plain_host_has_no_blockers():
 
 def test_gvisor_20240729_sid_node():
     facts = OBSERVED_GVISOR_20240729
-    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9"]
+    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13"]
     assert blocker(facts, "B3")["evidence"] == "procfs root inode is 86, runc 1.3.6+ds1 verifies st_ino == 1"
     assert "containerd is 2.1.9+unknown" in blocker(facts, "B5")["evidence"]
     assert "4.4.0" in blocker(facts, "B5")["evidence"]
@@ -536,12 +582,12 @@ def test_gvisor_20240729_with_stock_bookworm_runc():
         runc=OBSERVED_GVISOR_20221219["runc"],
         containerd=OBSERVED_GVISOR_20221219["containerd"],
     )
-    assert blocker_ids(facts) == ["B1", "B7", "B9"]
+    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13"]
 
 
 def test_gvisor_20221219_bookworm_node():
     facts = OBSERVED_GVISOR_20221219
-    assert blocker_ids(facts) == ["B1", "B4", "B6", "B9"]
+    assert blocker_ids(facts) == ["B1", "B4", "B6", "B9", "B11", "B12", "B13"]
     assert blocker(facts, "B4")["evidence"] == "prctl(PR_SET_CHILD_SUBREAPER, 1) failed: EINVAL: Invalid argument"
     assert "20240729" in blocker(facts, "B4")["remedy"]
     assert "EACCES" in blocker(facts, "B6")["evidence"]
@@ -558,7 +604,7 @@ def test_b2_needs_runc_1_3_and_a_missing_file():
 
 def test_missing_runc_and_containerd_assume_the_bundled_ones():
     facts = facts_with(OBSERVED_GVISOR_20221219, runc=NOT_FOUND, containerd=NOT_FOUND)
-    assert blocker_ids(facts) == ["B1", "B2", "B3", "B4", "B5", "B6", "B8", "B9"]
+    assert blocker_ids(facts) == ["B1", "B2", "B3", "B4", "B5", "B6", "B8", "B9", "B11", "B12", "B13"]
     for blocker_id in ("B2", "B3", "B8"):
         assert "k3s bundles a recent runc" in blocker(facts, blocker_id)["evidence"]
     assert "procfs root inode is 75" in blocker(facts, "B3")["evidence"]
@@ -580,8 +626,11 @@ def test_untested_facts_raise_no_blockers():
         overlayfs={"works": None, "error": gf.SKIPPED},
         tmpfs_size_options={"works": None, "error": gf.SKIPPED},
         pid_namespace_join={"works": None, "error": "no answer within 5.0 s (killed)"},
+        netlink=gf.netlink_not_tested(gf.SKIPPED),
+        runtime_check={},
     )
-    assert blocker_ids(skipped) == ["B1", "B3", "B5"]
+    # What remains comes from facts that were read: B11 from gVisor itself.
+    assert blocker_ids(skipped) == ["B1", "B3", "B5", "B11", "B12", "B13"]
 
 
 def test_blockers_from_partial_facts_do_not_raise():
@@ -706,7 +755,9 @@ def test_live_probe_on_plain_kernel(live_probe):
     assert facts["pid_namespace_join"] == {"works": True, "error": None}
     assert facts["overlayfs"]["works"] is True and facts["tmpfs_size_options"]["works"] is True
     assert all(facts["netlink"][step]["works"] for step in gf.NETLINK_STEPS)
-    assert facts["probe_seconds"] < 2
+    # This machine's own runc runs every shape CRI makes; nothing is left of the check.
+    assert all(result["works"] for result in facts["runtime_check"]["runc"].values())
+    assert not [name for name in os.listdir("/var/tmp") if name.startswith("k3s-gvisor-runtime-check-")]
 
 
 @needs_root_on_linux
@@ -743,7 +794,7 @@ def module_docs() -> dict:
 
     import yaml
 
-    source = (ROOT / "roles" / "gvisor_preflight" / "library" / "gvisor_probe.py").read_text()
+    source = (ROOT / "plugins" / "modules" / "gvisor_probe.py").read_text()
     strings = {
         node.targets[0].id: node.value.value
         for node in ast.parse(source).body
@@ -757,9 +808,11 @@ def test_module_docs_match_the_facts():
     assert docs["DOCUMENTATION"]["options"]["skip"]["choices"] == list(gf.SKIPPABLE_TESTS)
     documented = docs["RETURN"]["ansible_facts"]["contains"]["gvisor"]["contains"]
     facts = gf.HostProbe(skip=gf.SKIPPABLE_TESTS).collect()
-    assert set(documented) == set(facts)
+    # The module adds the decision record to what HostProbe collects.
+    assert set(documented) == set(facts) | {"decisions"}
     for key, spec in documented.items():
-        if isinstance(facts[key], dict):
+        # runtime_check's keys are the runtimes found; decisions are not HostProbe's.
+        if key not in ("runtime_check", "decisions") and isinstance(facts[key], dict):
             assert set(spec["contains"]) == set(facts[key]), key
     assert set(documented["blockers"]["contains"]) == set(gf.evaluate_blockers(OBSERVED_GVISOR_20240729)[0])
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fleet build's cache: keys, integrity, leftovers of killed builds."""
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "roles" / "runc_gvisor" / "module_utils"))
 
-import runc_gvisor_build as rb  # noqa: E402
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import runc_gvisor_build as rb  # noqa: E402
 
 PATCHES = sorted((REPO / "roles/runc_gvisor/files/patches").glob("*.patch"))
+RUNC_MODULE = REPO / "roles/runc_gvisor/files/runc-module"
+TOOLCHAIN = "go1.27.3"
 
 
 def test_key_follows_patch_content_not_location(tmp_path):
@@ -83,9 +85,8 @@ def test_a_failed_build_leaves_no_cache_entry(tmp_path):
     failing = tmp_path / "fail.sh"
     failing.write_text("#!/bin/sh\necho compiling; echo broken >&2; exit 3\n")
     failing.chmod(0o755)
-    fleet = rb.FleetBuild(cache_dir=str(tmp_path / "cache"), patches=[str(p) for p in PATCHES],
-                          build_script=str(failing), wrapper_src=str(REPO / "roles/runc_gvisor/files/wrapper"),
-                          build_image="unused", cache_image="unused")
+    fleet = rb.FleetBuild(cache_dir=str(tmp_path / "cache"), go_toolchain=TOOLCHAIN, patches=[str(p) for p in PATCHES],
+                          build_script=str(failing), runc_module_src=str(RUNC_MODULE))
     artifact = fleet.runc_artifact()
     with pytest.raises(rb.BuildFailed) as error:
         fleet.ensure(artifact, check_mode=False)
@@ -94,9 +95,8 @@ def test_a_failed_build_leaves_no_cache_entry(tmp_path):
 
 
 def test_check_mode_builds_nothing(tmp_path):
-    fleet = rb.FleetBuild(cache_dir=str(tmp_path / "cache"), patches=[], build_script="/bin/false",
-                          wrapper_src=str(REPO / "roles/runc_gvisor/files/wrapper"),
-                          build_image="unused", cache_image="unused")
+    fleet = rb.FleetBuild(cache_dir=str(tmp_path / "cache"), go_toolchain=TOOLCHAIN,
+                          wrapper_src=str(REPO / "roles/runc_gvisor/files/wrapper"))
     artifact = fleet.ensure(fleet.wrapper_artifact(), check_mode=True)
     assert artifact.built and artifact.sha256 is None
     assert not (tmp_path / "cache").exists()
@@ -107,8 +107,7 @@ def test_wrapper_key_ignores_tests_and_built_binaries(tmp_path):
     (src / "internal").mkdir(parents=True)
     (src / "go.mod").write_text("module x\n")
     (src / "main.go").write_text("package main\n")
-    fleet = rb.FleetBuild(cache_dir=str(tmp_path), patches=[], build_script="", wrapper_src=str(src),
-                          build_image="", cache_image="")
+    fleet = rb.FleetBuild(cache_dir=str(tmp_path), go_toolchain=TOOLCHAIN, wrapper_src=str(src))
     before = fleet.wrapper_artifact().key
     (src / "main_test.go").write_text("package main\n")
     (src / "runc-gvisor").write_bytes(b"\x7fELF")
@@ -119,7 +118,7 @@ def test_wrapper_key_ignores_tests_and_built_binaries(tmp_path):
 
 # -- faults: a corrupted cache, a build killed half-way, two runs at once ------
 
-MODULE_UTILS = REPO / "roles" / "runc_gvisor" / "module_utils"
+from tree_collection import COLLECTION_ROOT  # noqa: E402
 # Stands in for build-runc.sh: its last argument is the output directory. It
 # counts its runs, writes the binary in two halves and, when asked, stops
 # between them (where a killed build leaves a half-written binary).
@@ -134,7 +133,7 @@ printf ' and the rest' >> "$out/runc"
 ENSURE_RUNC = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-import runc_gvisor_build as rb
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import runc_gvisor_build as rb
 fleet = rb.FleetBuild(**json.loads(sys.argv[2]))
 print(json.dumps(fleet.ensure(fleet.runc_artifact(), check_mode=False).as_dict()))
 """
@@ -148,9 +147,8 @@ def fake_fleet(tmp_path, monkeypatch):
     script.chmod(0o755)
     counter = tmp_path / "builds"
     monkeypatch.setenv("FAKE_BUILD_COUNTER", str(counter))
-    args = dict(cache_dir=str(tmp_path / "cache"), patches=[str(p) for p in PATCHES], build_script=str(script),
-                wrapper_src=str(REPO / "roles/runc_gvisor/files/wrapper"), build_image="unused",
-                cache_image="unused")
+    args = dict(cache_dir=str(tmp_path / "cache"), go_toolchain=TOOLCHAIN, patches=[str(p) for p in PATCHES],
+                build_script=str(script), runc_module_src=str(RUNC_MODULE))
     return args, counter
 
 
@@ -159,7 +157,7 @@ def builds_run(counter: Path) -> int:
 
 
 def ensure_in_child(args: dict, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", ENSURE_RUNC, str(MODULE_UTILS), json.dumps(args)],
+    return subprocess.Popen([sys.executable, "-c", ENSURE_RUNC, COLLECTION_ROOT, json.dumps(args)],
                             env={**os.environ, **env}, stdout=subprocess.PIPE, text=True, start_new_session=True)
 
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command runc-gvisor stands in for runc under containerd's runc shim on
 // gVisor hosts. It adapts a container's config.json where the host needs it
 // (see internal/wrapper) and then execs the real runc.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package wrapper is runc-gvisor: it stands where containerd's runc shim
 // expects runc, adapts a new container's config.json to what this gVisor
 // host can do (the adaptations the host profile lists), and execs the real

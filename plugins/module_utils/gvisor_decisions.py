@@ -1,0 +1,272 @@
+# -*- coding: utf-8 -*-
+# Copyright: k3s-gvisor contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The decision record: what each host gets, decided once from the probe's
+facts and the user's policy, each entry citing the blocker ids it answers.
+
+Every role and the run summary read this record (ansible_facts.gvisor.decisions)
+and nothing else; none of them re-derives a remedy from the blockers. Pure:
+facts and policy in, record out (the unit tests feed it real samples).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import passed
+
+RUNTIMES = ("crun", "runc", "runc-patched")
+# What a runtime must run on a host for the record to choose it; the cgroup
+# namespace and PID namespace shapes only decide the wrapper's adaptations.
+REQUIRED_SHAPES = ("cri", "signal_before_start")
+# crun releases that ran CRI's shapes inside gVisor 20240729 (sid's 1.28);
+# trixie's 1.21 could not ("cannot resolve `null` under rootfs"), bookworm's
+# 1.8.1 neither ("error opening file `/proc/self/setgroups`"). An apt offer
+# below this is not taken; an installed crun is judged by the check itself.
+CRUN_FROM_APT_MINIMUM = (1, 28)
+
+# The patched runc's patches (roles/runc_gvisor/files/patches), each with the
+# blockers it answers. 0002 is a security relaxation (runc_gvisor_relax_procfs_check).
+RUNC_PATCHES = (
+    ("0001-capability-lastcap-prctl-fallback.patch", "B2"),
+    ("0002-securejoin-gvisor-procfs-root.patch", "B3"),
+    ("0003-maskdir-retry-without-size-options.patch", "B8"),
+    ("0005-exec-fifo-open-retry-eintr.patch", "B11"),
+)
+PATCHED_RUNC_PATH = "/usr/local/lib/runc-gvisor/runc"
+CRUN_PATH = "/usr/bin/crun"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The user's say in the decisions (role variables runc_gvisor_*)."""
+
+    runtime: str = "auto"  # auto, crun, runc, runc-patched
+    relax_procfs_check: bool = True  # accept patch 0002 (B3) where the patched runc is needed
+    pid_namespace_per_container: bool = False  # B9, opt-in
+    cni_plugin: str = "auto"  # auto, always (gvisor-bridge), never (the standard bridge plugin)
+
+
+def entry(value, answers, why: str) -> dict:
+    """One decision: its value, the blocker ids it answers, and why."""
+    return {"value": value, "answers": sorted(set(answers), key=_blocker_number), "why": why}
+
+
+def _blocker_number(blocker_id: str) -> int:
+    return int(blocker_id[1:])
+
+
+def _ids(facts: dict) -> set[str]:
+    return {blocker["id"] for blocker in facts.get("blockers") or []}
+
+
+def _check(facts: dict, runtime: str) -> dict:
+    return (facts.get("runtime_check") or {}).get(runtime) or {}
+
+
+def _version(facts: dict, runtime: str) -> str:
+    return (facts.get(runtime) or {}).get("version") or "?"
+
+
+def _failure(facts: dict, runtime: str) -> str:
+    """Why a runtime is not taken, in one phrase."""
+    if not (facts.get(runtime) or {}).get("found"):
+        return f"{runtime}: not installed"
+    for shape in REQUIRED_SHAPES:
+        result = _check(facts, runtime).get(shape) or {}
+        if result.get("works") is not True:
+            return f"{runtime} {_version(facts, runtime)}: {shape}: {result.get('error') or 'not checked'}"
+    return ""
+
+
+def runs_pods(facts: dict, runtime: str) -> bool:
+    return bool((facts.get(runtime) or {}).get("found")) and passed(_check(facts, runtime), REQUIRED_SHAPES)
+
+
+def crun_installable(facts: dict) -> bool:
+    offer = facts.get("crun_from_apt") or {}
+    candidate = offer.get("candidate") or ""
+    numbers = tuple(int(part) for part in candidate.split("-")[0].split(".")[:2] if part.isdigit())
+    return bool(offer.get("reachable")) and len(numbers) == 2 and numbers >= CRUN_FROM_APT_MINIMUM
+
+
+def choose_runtime(facts: dict, policy: Policy, errors: list[str]) -> dict:
+    """{name, path, install_package, answers, why}: the OCI runtime behind runc-gvisor."""
+    blockers = _ids(facts)
+    runc_blockers = blockers & {"B2", "B3", "B8", "B11"}
+    if policy.runtime in ("auto", "crun"):
+        if runs_pods(facts, "crun"):
+            # A crun that ran the cgroup-namespace shape answers B1 itself (it
+            # runs the container in the node's cgroup namespace; docs/SECURITY.md).
+            own = {"B1"} & blockers if (_check(facts, "crun").get("cgroup_namespace") or {}).get("works") else set()
+            return _runtime("crun", facts["crun"]["path"], None, runc_blockers | own,
+                            f"crun {_version(facts, 'crun')} ran every CRI shape of the runtime check")
+        if crun_installable(facts):
+            candidate = facts["crun_from_apt"]["candidate"]
+            return _runtime("crun", CRUN_PATH, "crun", runc_blockers,
+                            f"crun {candidate} from apt (crun >= {'.'.join(map(str, CRUN_FROM_APT_MINIMUM))} ran "
+                            "CRI's shapes in gVisor); the runtime stage checks it once installed")
+        if policy.runtime == "crun":
+            errors.append(f"runc_gvisor_runtime=crun, but {_failure(facts, 'crun')}, and apt offers no crun "
+                          f">= {'.'.join(map(str, CRUN_FROM_APT_MINIMUM))} that its mirror serves")
+            return _runtime("crun", CRUN_PATH, None, [], "forced, not usable (see errors)")
+    if policy.runtime in ("auto", "runc"):
+        if runs_pods(facts, "runc"):
+            return _runtime("runc", facts["runc"]["path"], None, [],
+                            f"the distribution's runc {_version(facts, 'runc')} ran every CRI shape"
+                            + ("" if policy.runtime == "runc" else f"; {_failure(facts, 'crun')}"))
+        if policy.runtime == "runc":
+            errors.append(f"runc_gvisor_runtime=runc, but {_failure(facts, 'runc')}")
+            return _runtime("runc", (facts.get("runc") or {}).get("path") or "", None, [],
+                            "forced, not usable (see errors)")
+    return patched_runtime(facts, policy, errors)
+
+
+def patched_runtime(facts: dict, policy: Policy, errors: list[str]) -> dict:
+    """The patched runc, with the patches this host's blockers call for."""
+    blockers = _ids(facts)
+    if policy.runtime == "runc-patched":
+        why = "runc_gvisor_runtime=runc-patched"
+    else:
+        why = f"no stock runtime runs pods here ({_failure(facts, 'crun')}; {_failure(facts, 'runc')})"
+    patches = [{"name": name, "answers": [blocker]} for name, blocker in RUNC_PATCHES if blocker in blockers]
+    if "B3" in blockers and not policy.relax_procfs_check:
+        patches = [patch for patch in patches if patch["answers"] != ["B3"]]
+        errors.append("B3 (runc's procfs root inode check) has no remedy here: runc_gvisor_relax_procfs_check is "
+                      "false, and neither crun nor the distribution's runc runs pods on this host")
+    runtime = _runtime("runc-patched", PATCHED_RUNC_PATH, None,
+                       {blocker for patch in patches for blocker in patch["answers"]}, why)
+    runtime["patches"] = patches
+    return runtime
+
+
+def _runtime(name: str, path: str, install_package, answers, why: str) -> dict:
+    runtime = entry(name, answers, why)
+    runtime.update({"path": path, "install_package": install_package, "patches": []})
+    return runtime
+
+
+def wrapper_adaptations(facts: dict, runtime: dict, policy: Policy) -> list[dict]:
+    """What runc-gvisor changes in each spec, for the chosen runtime on this host."""
+    blockers = _ids(facts)
+    check = _check(facts, runtime["value"]) if runtime["value"] != "runc-patched" else {}
+    adaptations = []
+    # A runtime that ran the cgroup-namespace shape needs no help; an
+    # uninstalled or patched one is assumed to need it (runc's validator refuses).
+    if "B1" in blockers and (check.get("cgroup_namespace") or {}).get("works") is not True:
+        adaptations.append(entry("drop_cgroup_namespace", ["B1"],
+                                 "the kernel has no cgroup namespaces and the runtime refuses specs that ask for one"))
+    if "B9" in blockers and (check.get("pid_namespace_join") or {}).get("works") is not True:
+        if policy.pid_namespace_per_container:
+            adaptations.append(entry("pid_namespace_per_container", ["B9"],
+                                     "opt-in: a container asking for its pod's PID namespace gets its own"))
+        else:
+            adaptations.append(entry("refuse_pid_namespace_join", ["B9"],
+                                     "joining a PID namespace fails here: refuse it with B9's diagnosis"))
+    return adaptations
+
+
+def cni_plugin(facts: dict, policy: Policy) -> dict:
+    if policy.cni_plugin == "always":
+        return entry("gvisor-bridge", [], "runc_gvisor_cni_plugin=always")
+    if policy.cni_plugin == "auto" and "B10" in _ids(facts):
+        return entry("gvisor-bridge", ["B10"], "netlink cannot delete routes: the standard plugins fail")
+    return entry("bridge", [], "the standard bridge plugin (containernetworking-plugins)")
+
+
+def engine_settings(facts: dict) -> dict:
+    blockers = _ids(facts)
+    return {
+        "snapshotter": entry("native", ["B7"], "overlay mounts fail") if "B7" in blockers
+        else entry("overlayfs", [], "overlay mounts work"),
+        "unprivileged_ports_icmp": entry(False, ["B5"], "containerd 2.x refuses them below kernel 4.11")
+        if "B5" in blockers else entry(None, [], "left as containerd sets them"),
+        "no_new_keyring": entry(True, ["B6"], "joining a session keyring fails") if "B6" in blockers
+        else entry(False, [], "the runtime gives each container its own session keyring"),
+    }
+
+
+def k3s_settings(facts: dict, engine: dict) -> dict:
+    """What k3s's config.yaml and its start need beyond the engine's settings."""
+    blockers = _ids(facts)
+    flags = []
+    if engine["snapshotter"]["value"] == "native":
+        flags.append(entry({"snapshotter": "native"}, ["B7"], "overlay mounts fail"))
+    if "B13" in blockers:
+        flags.append(entry({"kube-proxy-arg": ["conntrack-max-per-core=0", "conntrack-tcp-timeout-established=0",
+                                              "conntrack-tcp-timeout-close-wait=0"]},
+                           ["B13"], "no /proc/sys/net/netfilter: 0 leaves conntrack as it is"))
+    prestart = [entry("--dev-kmsg", ["B12"], "bind /dev/null over the missing /dev/kmsg")] if "B12" in blockers else []
+    return {"flags": flags, "prestart": prestart}
+
+
+def relaxations(runtime: dict, adaptations: list[dict], engine: dict) -> list[dict]:
+    """What is relaxed on this host, and what it gives up (docs/SECURITY.md)."""
+    found = []
+    if any(patch["answers"] == ["B3"] for patch in runtime.get("patches", [])):
+        found.append(entry("procfs root inode check relaxed on gVisor only (patched runc, patch 0002)", ["B3"],
+                           "a second procfs instance mounted over /proc would be accepted inside gVisor"))
+    if runtime["value"] == "crun" and "B3" in runtime["answers"]:
+        found.append(entry("crun does not verify the procfs root (runc's CVE-2025-52881 check)", ["B3"],
+                           "procfs opened by path, without runc's root-inode and mount checks"))
+    names = {adaptation["value"] for adaptation in adaptations}
+    if "drop_cgroup_namespace" in names:
+        found.append(entry("cgroup namespace dropped by runc-gvisor", ["B1"],
+                           "containers see the node's cgroup paths (gVisor has no cgroup namespaces)"))
+    if "pid_namespace_per_container" in names:
+        found.append(entry("own PID namespace instead of the pod's (opt-in)", ["B9"],
+                           "containers of a pod do not see each other's processes"))
+    if engine["no_new_keyring"]["value"]:
+        found.append(entry("no session keyring per container (NoNewKeyring)", ["B6"],
+                           "containers share the runtime's session keyring"))
+    return found
+
+
+def decide(facts: dict, policy: Policy) -> dict:
+    """The decision record of one host."""
+    errors: list[str] = []
+    runtime = choose_runtime(facts, policy, errors)
+    adaptations = wrapper_adaptations(facts, runtime, policy)
+    engine = engine_settings(facts)
+    record = {
+        "runtime": runtime,
+        "wrapper_adaptations": adaptations,
+        "cni_plugin": cni_plugin(facts, policy),
+        "engine": engine,
+        "k3s": k3s_settings(facts, engine),
+        "relaxations": relaxations(runtime, adaptations, engine),
+        "errors": errors,
+    }
+    record["answered_by"] = answered_by(record)
+    record["unanswered"] = unanswered(facts, record)
+    return record
+
+
+def answered_by(record: dict) -> dict[str, list[str]]:
+    """{blocker id: [what answers it]} over the whole record."""
+    answers: dict[str, list[str]] = {}
+
+    def note(item: dict, label: str) -> None:
+        for blocker in item["answers"]:
+            answers.setdefault(blocker, []).append(label)
+
+    runtime = record["runtime"]
+    note(runtime, f"runtime {runtime['value']}")
+    for patch in runtime.get("patches", []):
+        note(patch, f"patch {patch['name'][:4]}")
+    for adaptation in record["wrapper_adaptations"]:
+        note(adaptation, f"runc-gvisor {adaptation['value']}")
+    note(record["cni_plugin"], f"CNI plugin {record['cni_plugin']['value']}")
+    for name, setting in record["engine"].items():
+        note(setting, f"engine {name}={setting['value']}")
+    for flag in record["k3s"]["flags"]:
+        note(flag, "k3s " + ", ".join(flag["value"]))
+    for option in record["k3s"]["prestart"]:
+        note(option, f"k3s-gvisor-prestart {option['value']}")
+    return answers
+
+
+def unanswered(facts: dict, record: dict) -> list[str]:
+    """Blocker ids nothing in the record answers (fatal ones, B9 without the wrapper's say, ...)."""
+    answers = answered_by(record)
+    return sorted((blocker for blocker in _ids(facts) if blocker not in answers), key=_blocker_number)

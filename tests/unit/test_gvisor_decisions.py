@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The decision record (plugins/module_utils/gvisor_decisions.py) from probe
+facts as real hosts gave them: what each host gets, and which blocker each
+entry answers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from test_gvisor_facts import NOT_FOUND, OBSERVED_GVISOR_20221219, OBSERVED_GVISOR_20240729, OBSERVED_PLAIN
+
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_decisions as gd
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_facts as gf
+
+PASSES = {shape: {"works": True, "error": None} for shape in ("cri", "cgroup_namespace", "pid_namespace_join",
+                                                                 "signal_before_start")}
+EINTR = "start: cannot start a container that has stopped; before start: open exec fifo /proc/self/fd/5: interrupted system call"
+
+
+def with_blockers(facts: dict, **changes) -> dict:
+    """Facts with changes, and their blockers evaluated as the probe does."""
+    facts = copy.deepcopy(facts)
+    facts.update(changes)
+    facts["blockers"] = gf.evaluate_blockers(facts)
+    return facts
+
+
+def decide(facts: dict, **policy) -> dict:
+    return gd.decide(facts, gd.Policy(**policy))
+
+
+SID = with_blockers(OBSERVED_GVISOR_20240729)
+SID_WITHOUT_CRUN = with_blockers(OBSERVED_GVISOR_20240729, crun=NOT_FOUND,
+                                 runtime_check={"runc": OBSERVED_GVISOR_20240729["runtime_check"]["runc"]})
+# trixie's runc 1.1.15 runs CRI's shapes but dies of B11 when its init is signalled.
+TRIXIE_RUNC = {**PASSES, "cgroup_namespace": {"works": False, "error": "create: runc create failed: cgroup namespaces aren't enabled in the kernel"},
+               "pid_namespace_join": {"works": False, "error": "create: runc create failed: unable to start container process: can't get final child's PID from pipe: EOF"},
+               "signal_before_start": {"works": False, "error": EINTR}}
+TRIXIE = with_blockers(OBSERVED_GVISOR_20240729, crun=NOT_FOUND,
+                       runc={"found": True, "path": "/usr/sbin/runc", "version": "1.1.15+ds1", "version_tuple": [1, 1, 15]},
+                       containerd={"found": True, "path": "/usr/bin/containerd", "version": "1.7.24~ds1", "version_tuple": [1, 7, 24]},
+                       runtime_check={"runc": TRIXIE_RUNC})
+PLAIN = with_blockers(OBSERVED_PLAIN, crun=NOT_FOUND, crun_from_apt={"candidate": None, "uri": None, "reachable": False},
+                      runtime_check={"runc": PASSES},
+                      netlink={"available": True, "route_del": {"works": True, "error": None}})
+
+
+def test_sid_gets_crun_which_answers_runcs_blockers_and_b1_itself():
+    record = decide(SID)
+    assert record["runtime"]["value"] == "crun" and record["runtime"]["path"] == "/usr/bin/crun"
+    assert record["runtime"]["install_package"] is None and record["runtime"]["patches"] == []
+    assert record["runtime"]["answers"] == ["B1", "B3", "B8", "B11"]
+    # crun ran the cgroup-namespace shape: the wrapper drops nothing; B9 it cannot join.
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_pid_namespace_join"]
+    assert record["cni_plugin"]["value"] == "gvisor-bridge" and record["cni_plugin"]["answers"] == ["B10"]
+    assert record["engine"]["snapshotter"] == {"value": "native", "answers": ["B7"], "why": "overlay mounts fail"}
+    assert record["engine"]["unprivileged_ports_icmp"]["value"] is False
+    assert record["engine"]["no_new_keyring"]["value"] is False  # no B6 on gVisor 20240729
+    assert record["errors"] == [] and record["unanswered"] == []
+
+
+def test_every_blocker_of_a_host_is_answered_or_named_unanswered():
+    for facts in (SID, SID_WITHOUT_CRUN, TRIXIE, PLAIN):
+        record = decide(facts)
+        raised = {b["id"] for b in facts["blockers"]}
+        assert raised == set(record["answered_by"]) | set(record["unanswered"])
+
+
+def test_sid_without_crun_gets_the_patched_runc_with_exactly_the_patches_its_blockers_call_for():
+    record = decide(SID_WITHOUT_CRUN)
+    runtime = record["runtime"]
+    assert runtime["value"] == "runc-patched" and runtime["path"] == gd.PATCHED_RUNC_PATH
+    assert [(p["name"][:4], p["answers"]) for p in runtime["patches"]] == [("0002", ["B3"]), ("0003", ["B8"]), ("0005", ["B11"])]
+    assert "crun: not installed" in runtime["why"] and "unsafe procfs detected" in runtime["why"]
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["drop_cgroup_namespace", "refuse_pid_namespace_join"]
+    relaxed = {r["answers"][0] for r in record["relaxations"]}
+    assert relaxed == {"B1", "B3"}
+
+
+def test_a_host_that_needs_b2_gets_patch_0001():
+    facts = with_blockers(SID_WITHOUT_CRUN, cap_last_cap={"file_present": False, "file_value": None, "probed": 40})
+    assert "0001-capability-lastcap-prctl-fallback.patch" in [p["name"] for p in decide(facts)["runtime"]["patches"]]
+
+
+def test_trixies_runc_dies_of_b11_so_the_patched_runc_is_chosen_without_the_procfs_patch():
+    assert "B11" in {b["id"] for b in TRIXIE["blockers"]}
+    assert "the runtime check saw it" in next(b for b in TRIXIE["blockers"] if b["id"] == "B11")["evidence"]
+    record = decide(TRIXIE)
+    assert record["runtime"]["value"] == "runc-patched"
+    # runc 1.1.15's range: no B3, no B8; gVisor's EINTR only.
+    assert [p["name"][:4] for p in record["runtime"]["patches"]] == ["0005"]
+    assert not [r for r in record["relaxations"] if r["answers"] == ["B3"]]
+
+
+def test_a_plain_host_keeps_its_runc_and_nothing_is_relaxed():
+    record = decide(PLAIN)
+    assert record["runtime"]["value"] == "runc" and record["runtime"]["path"] == "/usr/bin/runc"
+    assert record["wrapper_adaptations"] == [] and record["relaxations"] == []
+    assert record["cni_plugin"]["value"] == "bridge"
+    assert record["engine"]["snapshotter"]["value"] == "overlayfs"
+    assert record["engine"]["unprivileged_ports_icmp"]["value"] is None
+
+
+@pytest.mark.parametrize("candidate, reachable, chosen", [
+    ("1.28-1", True, "crun"),
+    ("1.21-1", True, "runc-patched"),  # trixie's crun: cannot resolve `null` under rootfs inside gVisor
+    ("1.28-1", False, "runc-patched"),  # the mirror does not answer
+])
+def test_crun_from_apt_only_where_a_known_good_release_is_reachable(candidate, reachable, chosen):
+    facts = with_blockers(SID_WITHOUT_CRUN, crun_from_apt={"candidate": candidate, "uri": "http://m/crun.deb",
+                                                           "reachable": reachable})
+    record = decide(facts)
+    assert record["runtime"]["value"] == chosen
+    if chosen == "crun":
+        assert record["runtime"]["install_package"] == "crun" and record["runtime"]["path"] == gd.CRUN_PATH
+        # Not checked yet: the wrapper keeps B1's adaptation until it is.
+        assert "drop_cgroup_namespace" in [a["value"] for a in record["wrapper_adaptations"]]
+
+
+def test_forcing_a_runtime_the_host_cannot_run_is_an_error_naming_why():
+    record = decide(SID_WITHOUT_CRUN, runtime="crun")
+    assert record["errors"] and "runc_gvisor_runtime=crun" in record["errors"][0] and "not installed" in record["errors"][0]
+    record = decide(SID, runtime="runc")
+    assert "runc_gvisor_runtime=runc" in record["errors"][0] and "incorrect procfs root inode number 86" in record["errors"][0]
+
+
+def test_forcing_the_patched_runc_where_crun_works():
+    record = decide(SID, runtime="runc-patched")
+    assert record["runtime"]["value"] == "runc-patched" and record["errors"] == []
+    assert record["runtime"]["why"] == "runc_gvisor_runtime=runc-patched"
+
+
+def test_refusing_the_b3_relaxation_where_only_the_patched_runc_works_is_an_error():
+    record = decide(SID_WITHOUT_CRUN, relax_procfs_check=False)
+    assert "runc_gvisor_relax_procfs_check is false" in record["errors"][0]
+    assert "0002-securejoin-gvisor-procfs-root.patch" not in [p["name"] for p in record["runtime"]["patches"]]
+    # With crun there is nothing to refuse.
+    assert decide(SID, relax_procfs_check=False)["errors"] == []
+
+
+def test_b9_opt_in_gives_a_pid_namespace_per_container():
+    record = decide(SID, pid_namespace_per_container=True)
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["pid_namespace_per_container"]
+    assert "own PID namespace instead of the pod's (opt-in)" in [r["value"] for r in record["relaxations"]]
+
+
+@pytest.mark.parametrize("cni_plugin, expected", [("always", "gvisor-bridge"), ("never", "bridge"), ("auto", "gvisor-bridge")])
+def test_cni_plugin_policy(cni_plugin, expected):
+    assert decide(SID, cni_plugin=cni_plugin)["cni_plugin"]["value"] == expected
+
+
+def test_no_new_keyring_only_where_the_keyring_cannot_be_joined():
+    legacy = with_blockers(OBSERVED_GVISOR_20221219)
+    record = decide(legacy)
+    assert record["engine"]["no_new_keyring"] == {"value": True, "answers": ["B6"], "why": "joining a session keyring fails"}
+    assert "no session keyring per container (NoNewKeyring)" in [r["value"] for r in record["relaxations"]]
+    # B4 is fatal there: nothing answers it.
+    assert "B4" in record["unanswered"]
+
+
+def test_k3s_gets_the_flags_and_prestart_options_the_blockers_call_for():
+    k3s = decide(SID)["k3s"]
+    assert [flag["answers"] for flag in k3s["flags"]] == [["B7"], ["B13"]]
+    assert k3s["flags"][0]["value"] == {"snapshotter": "native"}
+    assert k3s["prestart"] == [{"value": "--dev-kmsg", "answers": ["B12"], "why": "bind /dev/null over the missing /dev/kmsg"}]
+    assert decide(PLAIN)["k3s"] == {"flags": [], "prestart": []}
