@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import passed
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import evaluate_blockers, version_tuple
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import MASK_WRITE_SEEN, passed
 
 RUNTIMES = ("crun", "runc", "runc-patched")
 # What a runtime must run on a host for the record to choose it; the cgroup
@@ -34,6 +35,11 @@ RUNC_PATCHES = (
     ("0005-exec-fifo-open-retry-eintr.patch", "B11"),
 )
 PATCHED_RUNC_PATH = "/usr/local/lib/runc-gvisor/runc"
+# The runc release the patched runc is built from: the one place of its
+# version (roles/runc_gvisor/files/runc-module's go.mod requires exactly it,
+# and its go.sum holds the checksum; a unit test keeps them together). Its
+# own version decides B2, B3 and B8 for it, not the distribution's runc's.
+PATCHED_RUNC_VERSION = "1.3.6"
 CRUN_PATH = "/usr/bin/crun"
 
 
@@ -124,25 +130,36 @@ def choose_runtime(facts: dict, policy: Policy, errors: list[str]) -> dict:
 
 def patched_runtime(facts: dict, policy: Policy, errors: list[str]) -> dict:
     """The patched runc, with the patches this host's blockers call for."""
-    blockers = _ids(facts)
     if policy.runtime == "runc-patched":
         why = "runc_gvisor_runtime=runc-patched"
     else:
         why = f"no stock runtime runs pods here ({_failure(facts, 'crun')}; {_failure(facts, 'runc')})"
+    blockers = patched_runc_blockers(facts, PATCHED_RUNC_VERSION)
     patches = [{"name": name, "answers": [blocker]} for name, blocker in RUNC_PATCHES if blocker in blockers]
     if "B3" in blockers and not policy.relax_procfs_check:
         patches = [patch for patch in patches if patch["answers"] != ["B3"]]
         errors.append("B3 (runc's procfs root inode check) has no remedy here: runc_gvisor_relax_procfs_check is "
                       "false, and neither crun nor the distribution's runc runs pods on this host")
     runtime = _runtime("runc-patched", PATCHED_RUNC_PATH, None,
-                       {blocker for patch in patches for blocker in patch["answers"]}, why)
+                       {blocker for patch in patches for blocker in patch["answers"]},
+                       f"{why}; runc {PATCHED_RUNC_VERSION} with the patches its blockers call for")
     runtime["patches"] = patches
+    runtime["version"] = PATCHED_RUNC_VERSION
     return runtime
+
+
+def patched_runc_blockers(facts: dict, version: str) -> set[str]:
+    """The blockers the patched runc meets on this host: the host's own, with
+    B2, B3 and B8 judged for the runc release it is built from (a trixie host
+    has none of them for its runc 1.1.15, but runc 1.3.6 checks the procfs root)."""
+    built = {"found": True, "path": PATCHED_RUNC_PATH, "version": version, "version_tuple": version_tuple(version)}
+    as_built = evaluate_blockers(dict(facts, runc=built))
+    return {blocker["id"] for blocker in as_built} | (_ids(facts) - {"B2", "B3", "B8"})
 
 
 def _runtime(name: str, path: str, install_package, answers, why: str) -> dict:
     runtime = entry(name, answers, why)
-    runtime.update({"path": path, "install_package": install_package, "patches": []})
+    runtime.update({"path": path, "install_package": install_package, "patches": [], "version": None})
     return runtime
 
 
@@ -156,6 +173,10 @@ def wrapper_adaptations(facts: dict, runtime: dict, policy: Policy) -> list[dict
     if "B1" in blockers and (check.get("cgroup_namespace") or {}).get("works") is not True:
         adaptations.append(entry("drop_cgroup_namespace", ["B1"],
                                  "the kernel has no cgroup namespaces and the runtime refuses specs that ask for one"))
+    # B14 is the chosen runtime's own, as the check showed it.
+    if "B14" in blockers and shows_b14(facts, runtime["value"]):
+        adaptations.append(entry("refuse_masked_under_readonly", ["B14"],
+                                 "this runtime leaves a masked directory inside a read-only path writable here"))
     if "B9" in blockers and (check.get("pid_namespace_join") or {}).get("works") is not True:
         if policy.pid_namespace_per_container:
             adaptations.append(entry("pid_namespace_per_container", ["B9"],
@@ -222,10 +243,17 @@ def relaxations(runtime: dict, adaptations: list[dict], engine: dict) -> list[di
     return found
 
 
+def shows_b14(facts: dict, runtime: str) -> bool:
+    return (_check(facts, runtime).get("masked_under_readonly") or {}).get("error") == MASK_WRITE_SEEN
+
+
 def decide(facts: dict, policy: Policy) -> dict:
     """The decision record of one host."""
     errors: list[str] = []
     runtime = choose_runtime(facts, policy, errors)
+    # B14 belongs to the runtime that showed it: choosing another answers it.
+    if "B14" in _ids(facts) and not shows_b14(facts, runtime["value"]):
+        runtime["answers"] = sorted(set(runtime["answers"]) | {"B14"}, key=_blocker_number)
     adaptations = wrapper_adaptations(facts, runtime, policy)
     engine = engine_settings(facts)
     record = {

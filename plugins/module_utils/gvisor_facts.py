@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import SHAPE_NAMES, RuntimeCheck
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import MASK_WRITE_SEEN, SHAPE_NAMES, RuntimeCheck
 
 # --------------------------------------------------------------------------
 # Kernel interface constants (from the Linux UAPI headers)
@@ -503,6 +503,16 @@ BLOCKER_CATALOGUE = {
         remedy="start kube-proxy with conntrack-max-per-core=0 and both conntrack timeouts 0 (leave as is)",
         fixable=True,
     ),
+    "B14": BlockerInfo(
+        title="a masked directory inside a read-only path is writable, and shared by the runtime's containers",
+        error_text=MASK_WRITE_SEEN,
+        remedy=(
+            "refuse specs that mask a directory inside a read-only path (runc-gvisor refuse_masked_under_readonly); "
+            "containerd's default CRI spec has none. crun >= 1.24 masks with one shared empty directory, and "
+            "gVisor's recursive bind drops the read-only flag of submounts"
+        ),
+        fixable=True,
+    ),
 }
 
 
@@ -631,6 +641,15 @@ def _b13_conntrack_sysctls(facts):
     return "/proc/sys/net/netfilter is absent"
 
 
+def _b14_masked_under_readonly(facts):
+    writable = [name for name, shapes in (facts.get("runtime_check") or {}).items()
+                if (shapes.get("masked_under_readonly") or {}).get("error") == MASK_WRITE_SEEN]
+    if not writable:
+        return None
+    return (f"the runtime check's container wrote into /proc/sys/fs, masked inside the read-only /proc/sys, "
+            f"with {', '.join(writable)}")
+
+
 # Each rule returns an evidence string when its blocker applies, else None.
 # A fact that was not tested (None) never raises a blocker.
 BLOCKER_RULES = (
@@ -647,6 +666,7 @@ BLOCKER_RULES = (
     ("B11", _b11_fifo_eintr),
     ("B12", _b12_dev_kmsg),
     ("B13", _b13_conntrack_sysctls),
+    ("B14", _b14_masked_under_readonly),
 )
 
 

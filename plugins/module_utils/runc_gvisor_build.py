@@ -171,6 +171,28 @@ def required_version(go_mod: str, module: str) -> str | None:
     return None
 
 
+# Linked statically into runc (cgo: nsenter, libseccomp): their versions are
+# part of its key, or an upgraded libseccomp would stay stale in the cache.
+C_BUILD_PACKAGES = ("gcc", "libc6-dev", "libseccomp-dev")
+
+
+def c_build_versions(run=subprocess.run) -> str:
+    """"pkg=version ..." of the C build dependencies on this build host: dpkg's,
+    or apt's candidate for one that build-runc.sh fetches (libseccomp-dev)."""
+    versions = []
+    for package in C_BUILD_PACKAGES:
+        installed = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", package],
+                        capture_output=True, text=True, check=False).stdout.split()
+        if installed[:1] == ["ii"] and len(installed) > 1:
+            versions.append(f"{package}={installed[1]}")
+            continue
+        policy = run(["apt-cache", "policy", package], capture_output=True, text=True, check=False).stdout
+        candidate = next((line.split(":", 1)[1].strip() for line in policy.splitlines()
+                          if line.strip().startswith("Candidate:")), "none")
+        versions.append(f"{package}={candidate} (apt)")
+    return " ".join(versions)
+
+
 def go_environment(toolchain: str) -> dict:
     """The environment of every go command here: the pinned toolchain, static
     pure-Go binaries, modules as go.sum pins them. The user's proxy, module
@@ -200,13 +222,19 @@ class FleetBuild:
     docker: str = "docker"
     go: str = "go"
 
+    def c_versions(self) -> str:
+        try:
+            return c_build_versions()
+        except OSError:  # no dpkg: not Debian; the build says what is missing
+            return "unknown"
+
     # -- what is built, and its key ------------------------------------------
 
     def runc_artifact(self) -> Artifact:
         parts = ["runc", self.runc_source, self.runc_version, self.arch]
         inputs = [self.build_script, *self.patches]
         if self.runc_source == "module":
-            parts.append(self.go_toolchain)
+            parts += [self.go_toolchain, self.c_versions()]
             inputs += [os.path.join(self.runc_module_src, name) for name in ("go.mod", "go.sum")]
         if self.upstream_tarball:
             inputs.append(self.upstream_tarball)

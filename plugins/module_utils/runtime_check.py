@@ -40,7 +40,13 @@ SHAPES = {
     # and start, as runc init does from Go's own runtime (SIGURG). gVisor
     # fails the blocking open of the exec FIFO with EINTR then (B11).
     "signal_before_start": "the CRI container whose init gets SIGURG ten times between create and start",
+    # A masked directory inside a read-only path (/proc/sys/fs under
+    # /proc/sys) must stay unwritable. crun >= 1.24 masks with one shared
+    # empty directory, and gVisor's recursive bind drops the read-only flag
+    # of submounts: there the mask is writable, and shared by containers (B14).
+    "masked_under_readonly": "the CRI container with a masked directory inside a read-only path, which it tries to write",
 }
+MASK_WRITE_SEEN = "a masked directory inside a read-only path was writable"
 SHAPE_NAMES = tuple(SHAPES)
 SIGNALS_BEFORE_START = 10
 
@@ -92,6 +98,7 @@ def cri_spec(shape: str, rootfs: str, binds: list[str], netns: str, cgroups_path
              version: str, pid_namespace: str | None = None) -> dict:
     """config.json of one shape (see SHAPES)."""
     namespaces = [{"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network", "path": netns}]
+    masked = list(CRI_MASKED_PATHS)
     if shape == "pid_namespace_join":
         namespaces.append({"type": "pid", "path": pid_namespace})
         # Not PID 1 in a joined namespace: only check that it ran.
@@ -99,6 +106,10 @@ def cri_spec(shape: str, rootfs: str, binds: list[str], netns: str, cgroups_path
     else:
         namespaces.append({"type": "pid"})
         script = 'test "$$" = 1'
+    if shape == "masked_under_readonly":
+        masked.append("/proc/sys/fs")
+        # Exit 3 when the write went through: the mask is not read-only.
+        script += "; if (echo x > /proc/sys/fs/k3s-gvisor-probe) 2>/dev/null; then exit 3; fi"
     if shape == "cgroup_namespace":
         namespaces.append({"type": "cgroup"})
     mounts = [
@@ -132,7 +143,7 @@ def cri_spec(shape: str, rootfs: str, binds: list[str], netns: str, cgroups_path
             "resources": {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": 2},
                           "pids": {"limit": 64}},
             "namespaces": namespaces,
-            "maskedPaths": list(CRI_MASKED_PATHS),
+            "maskedPaths": masked,
             "readonlyPaths": list(CRI_READONLY_PATHS),
         },
     }
@@ -294,6 +305,8 @@ class ShapeRun:
                 said = f"; before start: {last_error_line(before_start)}" if before_start.strip() else ""
                 return {"works": False, "error": f"start: {last_error_line(started.stderr)}{said}"}
             status = wait_for(pid, self.timeout)
+            if status == 3 and self.shape == "masked_under_readonly":
+                return {"works": False, "error": MASK_WRITE_SEEN}
             if status != 0:
                 return {"works": False, "error": f"the container's process ended with exit status {status}: "
                                                  f"{last_error_line(self.init_output())}"}

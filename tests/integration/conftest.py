@@ -50,8 +50,6 @@ class Node:
             "ansible_connection": "community.docker.docker",
             "ansible_python_interpreter": "/usr/bin/python3",
             "container_engine": "containerd",
-            # No registry here: runc is built in the node image gvisor-node made.
-            "runc_gvisor_build_image": "k3s-gvisor/node:sid",
         }
         return {
             "k3s_cluster": {

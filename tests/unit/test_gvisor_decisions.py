@@ -6,6 +6,7 @@ entry answers."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 from test_gvisor_facts import NOT_FOUND, OBSERVED_GVISOR_20221219, OBSERVED_GVISOR_20240729, OBSERVED_PLAIN
@@ -13,8 +14,9 @@ from test_gvisor_facts import NOT_FOUND, OBSERVED_GVISOR_20221219, OBSERVED_GVIS
 from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_decisions as gd
 from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_facts as gf
 
+REPO = Path(__file__).resolve().parents[2]
 PASSES = {shape: {"works": True, "error": None} for shape in ("cri", "cgroup_namespace", "pid_namespace_join",
-                                                                 "signal_before_start")}
+                                                                 "signal_before_start", "masked_under_readonly")}
 EINTR = "start: cannot start a container that has stopped; before start: open exec fifo /proc/self/fd/5: interrupted system call"
 
 
@@ -51,8 +53,9 @@ def test_sid_gets_crun_which_answers_runcs_blockers_and_b1_itself():
     assert record["runtime"]["value"] == "crun" and record["runtime"]["path"] == "/usr/bin/crun"
     assert record["runtime"]["install_package"] is None and record["runtime"]["patches"] == []
     assert record["runtime"]["answers"] == ["B1", "B3", "B8", "B11"]
-    # crun ran the cgroup-namespace shape: the wrapper drops nothing; B9 it cannot join.
-    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_pid_namespace_join"]
+    # crun ran the cgroup-namespace shape: the wrapper drops nothing; it refuses
+    # what crun leaves writable here (B14) and what no runtime can join (B9).
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly", "refuse_pid_namespace_join"]
     assert record["cni_plugin"]["value"] == "gvisor-bridge" and record["cni_plugin"]["answers"] == ["B10"]
     assert record["engine"]["snapshotter"] == {"value": "native", "answers": ["B7"], "why": "overlay mounts fail"}
     assert record["engine"]["unprivileged_ports_icmp"]["value"] is False
@@ -64,7 +67,9 @@ def test_every_blocker_of_a_host_is_answered_or_named_unanswered():
     for facts in (SID, SID_WITHOUT_CRUN, TRIXIE, PLAIN):
         record = decide(facts)
         raised = {b["id"] for b in facts["blockers"]}
-        assert raised == set(record["answered_by"]) | set(record["unanswered"])
+        # Answered may hold more: what the chosen runtime meets (runc 1.3.6's B3 on trixie).
+        assert raised <= set(record["answered_by"]) | set(record["unanswered"])
+        assert set(record["unanswered"]) <= raised
 
 
 def test_sid_without_crun_gets_the_patched_runc_with_exactly_the_patches_its_blockers_call_for():
@@ -83,14 +88,22 @@ def test_a_host_that_needs_b2_gets_patch_0001():
     assert "0001-capability-lastcap-prctl-fallback.patch" in [p["name"] for p in decide(facts)["runtime"]["patches"]]
 
 
-def test_trixies_runc_dies_of_b11_so_the_patched_runc_is_chosen_without_the_procfs_patch():
+def test_trixies_runc_dies_of_b11_so_the_patched_runc_is_chosen_with_what_runc_1_3_meets_there():
     assert "B11" in {b["id"] for b in TRIXIE["blockers"]}
     assert "the runtime check saw it" in next(b for b in TRIXIE["blockers"] if b["id"] == "B11")["evidence"]
     record = decide(TRIXIE)
-    assert record["runtime"]["value"] == "runc-patched"
-    # runc 1.1.15's range: no B3, no B8; gVisor's EINTR only.
-    assert [p["name"][:4] for p in record["runtime"]["patches"]] == ["0005"]
-    assert not [r for r in record["relaxations"] if r["answers"] == ["B3"]]
+    assert record["runtime"]["value"] == "runc-patched" and record["runtime"]["version"] == gd.PATCHED_RUNC_VERSION
+    # runc 1.1.15 meets neither B3 nor B8, but the runc it gets (1.3.6) does on gVisor.
+    assert not {"B3", "B8"} & {b["id"] for b in TRIXIE["blockers"]}
+    assert [p["name"][:4] for p in record["runtime"]["patches"]] == ["0002", "0003", "0005"]
+    assert [r["answers"] for r in record["relaxations"] if r["answers"] == ["B3"]] == [["B3"]]
+
+
+def test_the_patched_runc_version_is_the_one_its_build_module_requires():
+    go_mod = (REPO / "roles/runc_gvisor/files/runc-module/go.mod").read_text()
+    assert f"github.com/opencontainers/runc v{gd.PATCHED_RUNC_VERSION} " in go_mod
+    go_sum = (REPO / "roles/runc_gvisor/files/runc-module/go.sum").read_text()
+    assert f"github.com/opencontainers/runc v{gd.PATCHED_RUNC_VERSION} h1:" in go_sum
 
 
 def test_a_plain_host_keeps_its_runc_and_nothing_is_relaxed():
@@ -128,7 +141,7 @@ def test_forcing_a_runtime_the_host_cannot_run_is_an_error_naming_why():
 def test_forcing_the_patched_runc_where_crun_works():
     record = decide(SID, runtime="runc-patched")
     assert record["runtime"]["value"] == "runc-patched" and record["errors"] == []
-    assert record["runtime"]["why"] == "runc_gvisor_runtime=runc-patched"
+    assert record["runtime"]["why"].startswith("runc_gvisor_runtime=runc-patched; runc 1.3.6")
 
 
 def test_refusing_the_b3_relaxation_where_only_the_patched_runc_works_is_an_error():
@@ -141,7 +154,7 @@ def test_refusing_the_b3_relaxation_where_only_the_patched_runc_works_is_an_erro
 
 def test_b9_opt_in_gives_a_pid_namespace_per_container():
     record = decide(SID, pid_namespace_per_container=True)
-    assert [a["value"] for a in record["wrapper_adaptations"]] == ["pid_namespace_per_container"]
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly", "pid_namespace_per_container"]
     assert "own PID namespace instead of the pod's (opt-in)" in [r["value"] for r in record["relaxations"]]
 
 

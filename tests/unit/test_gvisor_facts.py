@@ -228,12 +228,14 @@ OBSERVED_GVISOR_20240729 = {
             "cgroup_namespace": {"works": True, "error": None},
             "pid_namespace_join": {"works": False, "error": "create: setns `/proc/4038/ns/pid`: Invalid argument"},
             "signal_before_start": {"works": True, "error": None},
+            "masked_under_readonly": {"works": False, "error": "a masked directory inside a read-only path was writable"},
         },
         "runc": {
             "cri": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
             "cgroup_namespace": {"works": False, "error": "create: runc create failed: cgroup namespaces aren't enabled in the kernel"},
             "pid_namespace_join": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
             "signal_before_start": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
+            "masked_under_readonly": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
         },
     },
 }
@@ -567,7 +569,8 @@ def test_plain_host_has_no_blockers():
 
 def test_gvisor_20240729_sid_node():
     facts = OBSERVED_GVISOR_20240729
-    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13"]
+    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14"]
+    assert "with crun" in blocker(facts, "B14")["evidence"]
     assert blocker(facts, "B3")["evidence"] == "procfs root inode is 86, runc 1.3.6+ds1 verifies st_ino == 1"
     assert "containerd is 2.1.9+unknown" in blocker(facts, "B5")["evidence"]
     assert "4.4.0" in blocker(facts, "B5")["evidence"]
@@ -582,7 +585,7 @@ def test_gvisor_20240729_with_stock_bookworm_runc():
         runc=OBSERVED_GVISOR_20221219["runc"],
         containerd=OBSERVED_GVISOR_20221219["containerd"],
     )
-    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13"]
+    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13", "B14"]
 
 
 def test_gvisor_20221219_bookworm_node():

@@ -65,16 +65,18 @@ func LoadProfile(path string) (Profile, error) {
 
 // Adaptation names, as the role writes them into the profile.
 const (
-	DropCgroupNamespace      = "drop_cgroup_namespace"
-	PidNamespacePerContainer = "pid_namespace_per_container"
-	RefusePidNamespaceJoin   = "refuse_pid_namespace_join"
+	DropCgroupNamespace       = "drop_cgroup_namespace"
+	PidNamespacePerContainer  = "pid_namespace_per_container"
+	RefusePidNamespaceJoin    = "refuse_pid_namespace_join"
+	RefuseMaskedUnderReadonly = "refuse_masked_under_readonly"
 )
 
 // Adaptations is the set of spec changes a host needs.
 type Adaptations struct {
-	DropCgroupNamespace      bool // B1
-	PidNamespacePerContainer bool // B9, opt-in
-	RefusePidNamespaceJoin   bool // B9, the default where the host has it
+	DropCgroupNamespace       bool // B1
+	PidNamespacePerContainer  bool // B9, opt-in
+	RefusePidNamespaceJoin    bool // B9, the default where the host has it
+	RefuseMaskedUnderReadonly bool // B14, where the chosen runtime showed it
 }
 
 // KnownAdaptations lists every name the wrapper understands.
@@ -88,9 +90,10 @@ func KnownAdaptations() []string {
 }
 
 var adaptationSetters = map[string]func(*Adaptations){
-	DropCgroupNamespace:      func(a *Adaptations) { a.DropCgroupNamespace = true },
-	PidNamespacePerContainer: func(a *Adaptations) { a.PidNamespacePerContainer = true },
-	RefusePidNamespaceJoin:   func(a *Adaptations) { a.RefusePidNamespaceJoin = true },
+	DropCgroupNamespace:       func(a *Adaptations) { a.DropCgroupNamespace = true },
+	PidNamespacePerContainer:  func(a *Adaptations) { a.PidNamespacePerContainer = true },
+	RefusePidNamespaceJoin:    func(a *Adaptations) { a.RefusePidNamespaceJoin = true },
+	RefuseMaskedUnderReadonly: func(a *Adaptations) { a.RefuseMaskedUnderReadonly = true },
 }
 
 // ParseAdaptations turns the profile's names into a set. An unknown name is
