@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-PROBE = "Probe the host"
+PROBE = "Probe the host and decide what it needs"
 
 
 def blocker_ids(facts: dict) -> set[str]:
@@ -17,6 +17,9 @@ def host_state(node) -> dict[str, str]:
     return {
         "mounts": node.exec("cat", "/proc/self/mountinfo").stdout,
         "scratch": node.exec("ls", "-a", "/var/tmp").stdout,
+        # The runtime check's containers leave no cgroup, runtime state or mount.
+        "cgroups": node.exec("sh", "-c", "ls /sys/fs/cgroup/*/").stdout,
+        "runtime_state": node.exec("sh", "-c", "ls -a /run/crun /run/runc 2>/dev/null; true").stdout,
         # Every process but ps itself: no child of the probe may outlive it.
         "processes": [line for line in node.exec("ps", "-eo", "pid,stat,comm").stdout.splitlines()
                       if not line.endswith(" ps")],
@@ -52,18 +55,38 @@ def test_gvisor_20240729_sid_facts(gvisor_sid):
     assert facts["netlink"]["route_del"]["works"] is False
 
 
+SID_BLOCKERS = {"B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14"}
+
+
 def test_gvisor_20240729_sid_blockers(gvisor_sid):
     _, run, _ = gvisor_sid
     facts = run.task(PROBE)["ansible_facts"]["gvisor"]
     # Each one seen by hand on such a node, with its own error text: B1, B3
     # and B8 from runc 1.3.6, B5 in containerd 2.1.9's log, B7 on an overlay
-    # mount, B9 on a CRI container joining its pod's PID namespace.
-    # cap_last_cap exists on 20240729 (no B2), PR_SET_CHILD_SUBREAPER works
-    # (no B4) and so does joining a session keyring (no B6).
-    assert blocker_ids(facts) == {"B1", "B3", "B5", "B7", "B8", "B9"}
+    # mount, B9 on a CRI container joining its pod's PID namespace, B10 from
+    # netlink, B11 from gVisor, B12 and B13 (files gVisor lacks), B14 from
+    # crun's masks. cap_last_cap exists on 20240729 (no B2),
+    # PR_SET_CHILD_SUBREAPER works (no B4) and so does joining a session keyring (no B6).
+    assert blocker_ids(facts) == SID_BLOCKERS
     assert not any(b["fatal"] for b in facts["blockers"])
     for blocker in facts["blockers"]:
         assert blocker["evidence"] and blocker["remedy"] and blocker["title"]
+
+
+def test_gvisor_20240729_sid_runtime_check_and_record(gvisor_sid):
+    _, run, _ = gvisor_sid
+    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    crun, runc = facts["runtime_check"]["crun"], facts["runtime_check"]["runc"]
+    assert {shape for shape, result in crun.items() if result["works"]} == {"cri", "cgroup_namespace", "signal_before_start"}
+    assert "Invalid argument" in crun["pid_namespace_join"]["error"]
+    assert crun["masked_under_readonly"]["error"] == "a masked directory inside a read-only path was writable"
+    assert "incorrect procfs root inode number" in runc["cri"]["error"]
+    record = facts["decisions"]
+    assert record["runtime"]["value"] == "crun" and record["runtime"]["path"] == "/usr/bin/crun"
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly", "refuse_pid_namespace_join"]
+    assert record["cni_plugin"]["value"] == "gvisor-bridge"
+    assert record["errors"] == [] and record["unanswered"] == []
+    assert set(record["answered_by"]) >= SID_BLOCKERS
 
 
 def test_probe_leaves_nothing_behind(gvisor_sid):
@@ -75,14 +98,16 @@ def test_probe_leaves_nothing_behind(gvisor_sid):
 
 def test_probe_report_names_blockers(gvisor_sid):
     _, run, _ = gvisor_sid
-    report = run.task("Report what the host can do")["msg"]
+    report = run.task("Report what the host can do and what it gets")["msg"]
     assert report.startswith(f"{run.host}: gVisor, kernel reported 4.4.0")
-    for blocker_id in ("B1", "B3", "B5", "B7", "B8", "B9"):
+    for blocker_id in SID_BLOCKERS:
         assert f"\n  {blocker_id} " in report
+    assert "\n  runtime: crun at /usr/bin/crun" in report
 
 
-def test_gvisor_20240729_trixie_runc_1_1(node_factory):
-    """runc 1.1 predates the procfs and maskDir checks: only B1 is left."""
+def test_gvisor_20240729_trixie_gets_the_patched_runc(node_factory):
+    """trixie's crun 1.21 runs nothing in gVisor, its runc 1.1.15 dies of B11:
+    the record takes runc 1.3.6 with the patches that runc meets there."""
     node = node_factory("probe-trixie", image="trixie")
     run = node.playbook("playbooks/probe.yml")
     assert run.returncode == 0, run.stderr
@@ -91,7 +116,26 @@ def test_gvisor_20240729_trixie_runc_1_1(node_factory):
     assert facts["containerd"]["version"].startswith("1.7.")
     # containerd 1.7 has no kernel check (no B5); runc 1.1 has neither the
     # procfs root check (B3) nor the size-limited masking tmpfs (B8).
-    assert blocker_ids(facts) == {"B1", "B7", "B9"}
+    assert blocker_ids(facts) == {"B1", "B7", "B9", "B10", "B11", "B12", "B13"}
+    assert "cannot resolve `null` under rootfs" in facts["runtime_check"]["crun"]["cri"]["error"]
+    assert facts["runtime_check"]["runc"]["cri"]["works"] is True
+    assert "interrupted system call" in facts["runtime_check"]["runc"]["signal_before_start"]["error"]
+    runtime = facts["decisions"]["runtime"]
+    assert runtime["value"] == "runc-patched"
+    assert [p["name"][:4] for p in runtime["patches"]] == ["0002", "0003", "0005"]
+
+
+def test_bookworm_crun_is_tried_and_recorded(node_factory):
+    """bookworm's crun 1.8.1 inside gVisor: its outcome, recorded (the project
+    does not support bookworm's containerd 1.6 as an engine)."""
+    node = node_factory("probe-bookworm", image="bookworm")
+    run = node.playbook("playbooks/probe.yml")
+    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    assert facts["crun"]["version"].startswith("1.8.")
+    crun = facts["runtime_check"]["crun"]
+    assert not any(result["works"] for result in crun.values())
+    assert "setgroups" in crun["cri"]["error"], crun["cri"]["error"]
+    assert facts["decisions"]["runtime"]["value"] != "crun"
 
 
 def test_plain_runc_container_is_not_gvisor(node_factory):
@@ -105,8 +149,11 @@ def test_plain_runc_container_is_not_gvisor(node_factory):
     assert facts["child_subreaper"] is True
     assert facts["tmpfs_size_options"]["works"] is True
     # Nothing gVisor-specific. Overlay may fail here for a reason of docker's
-    # own: an overlay upper directory on docker's overlay2 root is refused.
-    assert blocker_ids(facts) <= {"B7"}
+    # own (an overlay upper directory on docker's overlay2 root is refused),
+    # and a container may lack /dev/kmsg and netfilter's sysctls (k3s only).
+    assert blocker_ids(facts) <= {"B7", "B12", "B13"}
+    assert facts["decisions"]["runtime"]["value"] in ("crun", "runc")
+    assert facts["decisions"]["wrapper_adaptations"] == [] and facts["decisions"]["relaxations"] == []
 
 
 def test_gvisor_20221219_is_beyond_repair(node_factory):
@@ -118,7 +165,7 @@ def test_gvisor_20221219_is_beyond_repair(node_factory):
     assert facts["child_subreaper"] is False
     # 20221219 also lacks cap_last_cap (B2 with runc 1.3.6) and the session
     # keyring (B6); its overlay works (no B7).
-    assert blocker_ids(facts) == {"B1", "B2", "B3", "B4", "B5", "B6", "B8", "B9"}
+    assert {"B1", "B2", "B3", "B4", "B5", "B6", "B8", "B9"} <= blocker_ids(facts)
     assert [b["id"] for b in facts["blockers"] if b["fatal"]] == ["B4"]
     # The play stops on the host with the diagnosis in plain words.
     assert run.returncode != 0

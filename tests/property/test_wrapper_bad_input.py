@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import posixpath
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +40,10 @@ TESTDATA = WRAPPER_SRC / "internal" / "wrapper" / "testdata"
 CRI_SPEC = json.loads((TESTDATA / "cri-config.json").read_text())
 RUNC_SPEC = json.loads((TESTDATA / "runc-spec.json").read_text())
 MAX_SPEC_SIZE = 16 << 20  # the wrapper's limit (configfile.go)
-ADAPTATIONS = ["drop_cgroup_namespace", "refuse_pid_namespace_join", "pid_namespace_per_container"]
+ADAPTATIONS = ["drop_cgroup_namespace", "refuse_pid_namespace_join", "pid_namespace_per_container", "refuse_masked_under_readonly"]
 # The profiles the role writes, and any other combination.
-PROFILES = st.one_of(st.sampled_from([["drop_cgroup_namespace", "refuse_pid_namespace_join"],
+PROFILES = st.one_of(st.sampled_from([["drop_cgroup_namespace", "refuse_pid_namespace_join", "refuse_masked_under_readonly"],
+                                      ["drop_cgroup_namespace", "refuse_pid_namespace_join"],
                                       ["drop_cgroup_namespace", "pid_namespace_per_container"],
                                       ["drop_cgroup_namespace"], []]),
                      st.lists(st.sampled_from(ADAPTATIONS), unique=True))
@@ -173,6 +175,9 @@ def valid_specs(draw) -> Spec:
         if draw(st.integers(0, 3)) > 0:  # what CRI on a cgroup v2 host adds, and the wrapper removes
             entries.insert(draw(st.integers(0, len(entries))), {"type": "cgroup"})
         doc["linux"]["namespaces"] = entries
+        if draw(st.integers(0, 2)) == 0:
+            masked = draw(st.sampled_from(["/proc/sys/kernel", "/proc/sys/", "proc/sys/fs/", "/proc/sysrq-trigger/x", "/proc/bus/pci", "/sys/fs"]))
+            doc["linux"].setdefault("maskedPaths", []).append(masked)
         if shape == "other-wrong-types":  # not the wrapper's business: runc will say
             doc[draw(st.sampled_from(["process", "root", "mounts", "hostname"]))] = draw(
                 st.sampled_from([5, "x", None, [], {"a": 1}]))
@@ -229,8 +234,25 @@ specs = st.one_of(valid_specs(), valid_specs(), wrong_type_specs(), malformed_sp
 
 # -- what the wrapper should make of a valid spec ------------------------------
 
+def normalized(path: str) -> str:
+    return posixpath.normpath("/" + path).replace("//", "/")
+
+
+def masks_inside_a_readonly_path(doc) -> bool:
+    """B14's spec: a masked path at or inside a read-only one (the wrapper refuses it)."""
+    linux = doc.get("linux") if isinstance(doc, dict) else None
+    if not isinstance(linux, dict):
+        return False
+    return any(readonly == "/" or masked == readonly or masked.startswith(readonly + "/")
+               for masked in map(normalized, linux.get("maskedPaths") or [])
+               for readonly in map(normalized, linux.get("readonlyPaths") or []))
+
+
 def expected_adaptation(doc, adaptations: list[str]) -> tuple[str, object]:
     """('keep'|'rewrite'|'refuse', expected decoded document) for a valid spec."""
+    if "refuse_masked_under_readonly" in adaptations and masks_inside_a_readonly_path(doc):
+        event("B14 nested")
+        return "refuse", doc
     linux = doc.get("linux") if isinstance(doc, dict) else None
     entries = linux.get("namespaces") if isinstance(linux, dict) else None
     if not entries:

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 )
 
@@ -43,6 +44,27 @@ func (e B9Error) Error() string {
 		"or run the pod without shareProcessNamespace"
 }
 
+// B14Error is returned when a spec masks a path that lies inside one of its
+// read-only paths, on a host whose runtime leaves such a mask writable.
+// crun >= 1.24 masks a directory with a read-only bind of one empty
+// directory that every container of its root shares, and applies
+// maskedPaths before readonlyPaths; gVisor's recursive bind of the read-only
+// path then drops the read-only flag of the mask below it, so the container
+// can write into the directory every other container's masks show.
+// Masked and Readonly are the paths as the spec spells them.
+type B14Error struct{ Masked, Readonly string }
+
+func (e B14Error) Error() string {
+	where := fmt.Sprintf(" inside the read-only path %q (linux.readonlyPaths)", e.Readonly)
+	if normalPath(e.Masked) == normalPath(e.Readonly) {
+		where = fmt.Sprintf(", which is also the read-only path %q (linux.readonlyPaths)", e.Readonly)
+	}
+	return "blocker B14: on this host (gVisor) the runtime leaves a masked path inside a read-only path writable, " +
+		"and its masks share one directory between containers; " +
+		fmt.Sprintf("the container masks %q (linux.maskedPaths)%s. ", e.Masked, where) +
+		"Remove one of the two from the spec: containerd's default spec never nests them"
+}
+
 // SpecError is a config.json that is not a spec runc could load.
 type SpecError struct{ Reason string }
 
@@ -51,17 +73,37 @@ func (e SpecError) Error() string { return e.Reason }
 // Adapt applies the adaptations to a config.json and returns the new bytes,
 // or the input itself when nothing changes (then Changes.Changed is false).
 // Only linux.namespaces is ever rewritten; everything else is kept byte for
-// byte. Applying Adapt to its own output changes nothing.
+// byte. Applying Adapt to its own output changes nothing. A spec the host
+// cannot run safely (B9, B14, when the profile says to refuse) is an error.
 //
 // Keys are matched as runc matches them: runc decodes config.json into Go
 // structs with encoding/json, which accepts "Linux" for "linux", unescapes
 // keys, and lets a later duplicate key override an earlier one. So the
 // wrapper sees the namespaces runc will see, however they are spelled.
 func Adapt(doc []byte, want Adaptations) ([]byte, Changes, error) {
-	namespaces, err := findNamespaces(doc)
+	linux, err := findLinux(doc)
 	if err != nil {
 		return nil, Changes{}, err
 	}
+	if linux == nil {
+		return doc, Changes{}, nil
+	}
+	// One pass over linux, whose seccomp member is most of a CRI spec; the
+	// masked and read-only paths are only read where B14 is refused.
+	read := linuxMembersRead[:1]
+	if want.RefuseMaskedUnderReadonly {
+		read = linuxMembersRead
+	}
+	found, err := onlyMembersNamed(doc, *linux, read)
+	if err != nil {
+		return nil, Changes{}, err
+	}
+	if want.RefuseMaskedUnderReadonly {
+		if err := refuseMaskedUnderReadonly(doc, found[1], found[2]); err != nil {
+			return nil, Changes{}, err
+		}
+	}
+	namespaces := found[0]
 	if namespaces == nil {
 		return doc, Changes{}, nil
 	}
@@ -76,9 +118,9 @@ func Adapt(doc []byte, want Adaptations) ([]byte, Changes, error) {
 	return splice(doc, namespaces.value, adapted), changes, nil
 }
 
-// findNamespaces checks that doc is JSON and finds linux.namespaces, or nil
-// when the spec has none.
-func findNamespaces(doc []byte) (*member, error) {
+// findLinux checks that doc is JSON and a JSON object, and finds its linux
+// section, or nil when it has none ("linux": null is none too).
+func findLinux(doc []byte) (*span, error) {
 	if err := checkJSON(doc); err != nil {
 		return nil, err
 	}
@@ -90,38 +132,46 @@ func findNamespaces(doc []byte) (*member, error) {
 	if linux == nil || err != nil {
 		return nil, err
 	}
-	return namespacesOf(doc, linux.value)
-}
-
-// namespacesOf finds linux.namespaces, or nil when there is none.
-func namespacesOf(doc []byte, linux span) (*member, error) {
-	switch kind(doc, linux) {
+	switch kind(doc, linux.value) {
 	case 'n':
-		return nil, nil // "linux": null is no linux section at all
+		return nil, nil
 	case '{':
-		return onlyMemberNamed(doc, linux, "namespaces")
+		return &linux.value, nil
 	default:
 		return nil, SpecError{"linux is not an object"}
 	}
 }
 
+// linuxMembersRead are the members of linux the adaptations read.
+var linuxMembersRead = []string{"namespaces", "maskedPaths", "readonlyPaths"}
+
 // onlyMemberNamed returns the member of an object that encoding/json would
 // decode into the struct field of that name, or nil when there is none.
-// Two such members are refused: runc's decoder would merge them, the later
-// list's entries decoded over the earlier one's, so what runc reads is
-// neither list as written and no rewrite of either could be trusted.
-// containerd and runc never write duplicate keys.
 func onlyMemberNamed(doc []byte, object span, name string) (*member, error) {
-	var found *member
+	found, err := onlyMembersNamed(doc, object, []string{name})
+	return found[0], err
+}
+
+// onlyMembersNamed is onlyMemberNamed for several names in one pass over
+// the object: found[i] is the member for names[i], or nil.
+// Two members of one name are refused: runc's decoder would merge them (a
+// later list's elements decoded over the earlier one's, so a null element
+// keeps the earlier value), crun's would take the first spelled exactly so;
+// what either reads is not a list as written, and no check or rewrite of
+// one could be trusted. containerd and runc never write duplicate keys.
+func onlyMembersNamed(doc []byte, object span, names []string) ([]*member, error) {
+	found := make([]*member, len(names))
 	for _, m := range members(doc, object) {
-		if !strings.EqualFold(m.key, name) {
-			continue
+		for i, name := range names {
+			if !strings.EqualFold(m.key, name) {
+				continue
+			}
+			if found[i] != nil {
+				return found, SpecError{fmt.Sprintf("%q and %q: the same member twice", found[i].key, m.key)}
+			}
+			m := m
+			found[i] = &m
 		}
-		if found != nil {
-			return nil, SpecError{fmt.Sprintf("%q and %q: the same member twice", found.key, m.key)}
-		}
-		m := m
-		found = &m
 	}
 	return found, nil
 }
@@ -225,4 +275,85 @@ func describeJSONError(err error) string {
 		return fmt.Sprintf("invalid JSON at offset %d: %v", syntax.Offset, syntax)
 	}
 	return err.Error()
+}
+
+// refuseMaskedUnderReadonly returns a B14Error for the first masked path
+// that lies inside (or is) a read-only path. "Inside" is component-wise,
+// on the paths normalised as the runtime resolves them in the container's
+// root: /proc/sys covers /proc/sys/kernel and /proc/sys, not
+// /proc/sysrq-trigger. Symbolic links in the container's root are not
+// followed: the root file system is not the wrapper's to read.
+func refuseMaskedUnderReadonly(doc []byte, maskedList, readonlyList *member) error {
+	masked, err := pathList(doc, maskedList, "maskedPaths")
+	if err != nil {
+		return err
+	}
+	readonly, err := pathList(doc, readonlyList, "readonlyPaths")
+	if err != nil {
+		return err
+	}
+	if len(masked) == 0 || len(readonly) == 0 {
+		return nil
+	}
+	normalReadonly := make([]string, len(readonly))
+	for i, r := range readonly {
+		normalReadonly[i] = normalPath(r)
+	}
+	for _, m := range masked {
+		normalMasked := normalPath(m)
+		for i, r := range normalReadonly {
+			if pathWithin(normalMasked, r) {
+				return B14Error{Masked: m, Readonly: readonly[i]}
+			}
+		}
+	}
+	return nil
+}
+
+// pathList reads linux.maskedPaths or linux.readonlyPaths (the member list,
+// nil when there is none) as runc decodes it: a list of strings, or nothing
+// when absent or null. A null element is an empty string, as it is for
+// runc and for crun (which then uses the container's root itself).
+// Duplicate members were refused by onlyMembersNamed.
+func pathList(doc []byte, list *member, name string) ([]string, error) {
+	if list == nil {
+		return nil, nil
+	}
+	switch kind(doc, list.value) {
+	case 'n':
+		return nil, nil
+	case '[':
+	default:
+		return nil, SpecError{"linux." + name + " is not a list"}
+	}
+	entries := elements(doc, list.value)
+	paths := make([]string, len(entries))
+	for i, entry := range entries {
+		switch kind(doc, entry) {
+		case 'n': // encoding/json leaves the string empty
+		case '"':
+			paths[i] = unquote(entry.in(doc))
+		default:
+			return nil, SpecError{fmt.Sprintf("linux.%s[%d]: not a string", name, i)}
+		}
+	}
+	return paths, nil
+}
+
+// normalPath is a masked or read-only path as the runtime resolves it in
+// the container's root: runc uses it after pivot_root with "/" as the
+// working directory, crun strips one leading slash and opens the rest
+// beneath the root (openat2 RESOLVE_IN_ROOT; "" is the root itself). Either
+// way "proc/sys", "/proc/sys/", "//proc/./sys" and "/x/../proc/sys" are
+// /proc/sys, and ".." cannot climb above the root.
+func normalPath(p string) string {
+	if strings.HasPrefix(p, "/") {
+		return path.Clean(p) // no copy when it is clean already
+	}
+	return path.Clean("/" + p)
+}
+
+// pathWithin says whether the normalised path p is dir or lies beneath it.
+func pathWithin(p, dir string) bool {
+	return dir == "/" || p == dir || strings.HasPrefix(p, dir+"/")
 }

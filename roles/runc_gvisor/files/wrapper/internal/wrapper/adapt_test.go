@@ -280,3 +280,187 @@ func withoutNamespaces(t testing.TB, doc []byte) interface{} {
 	}
 	return v
 }
+
+var refuseB14 = Adaptations{DropCgroupNamespace: true, RefuseMaskedUnderReadonly: true}
+
+// linuxWith is a spec whose linux section holds the given members besides
+// a cgroup namespace (so that a spec let through is also changed).
+func linuxWith(members string) string {
+	return `{"ociVersion":"1.2.1","linux":{` + members + `,"namespaces":[{"type":"pid"},{"type":"cgroup"}]}}`
+}
+
+func TestRefuseMaskedUnderReadonly(t *testing.T) {
+	tests := []struct {
+		name    string
+		members string // inside linux
+		masked  string // the refusal's masked path as written; "" means let through
+		under   string // and its read-only path
+	}{
+		{"nested", `"maskedPaths":["/proc/sys/kernel"],"readonlyPaths":["/proc/sys"]`, "/proc/sys/kernel", "/proc/sys"},
+		{"the same path", `"maskedPaths":["/proc/sys"],"readonlyPaths":["/proc/sys"]`, "/proc/sys", "/proc/sys"},
+		{"deeper", `"maskedPaths":["/proc/sys/fs/binfmt_misc"],"readonlyPaths":["/proc/sys"]`, "/proc/sys/fs/binfmt_misc", "/proc/sys"},
+		{"the first nested pair is named", `"maskedPaths":["/proc/kcore","/sys/firmware","/proc/sys/kernel","/proc/fs/nfs"],"readonlyPaths":["/proc/bus","/proc/fs","/proc/sys"]`, "/proc/sys/kernel", "/proc/sys"},
+		// Component-wise, not a string prefix.
+		{"a sibling with the readonly path as its prefix", `"maskedPaths":["/proc/sysrq-trigger"],"readonlyPaths":["/proc/sys"]`, "", ""},
+		{"a sibling that is a prefix", `"maskedPaths":["/proc/sys"],"readonlyPaths":["/proc/sysrq-trigger"]`, "", ""},
+		{"masked above the readonly path", `"maskedPaths":["/proc/sys"],"readonlyPaths":["/proc/sys/kernel"]`, "", ""},
+		{"disjoint", `"maskedPaths":["/sys/firmware"],"readonlyPaths":["/proc/sys"]`, "", ""},
+		// Normalised as the runtimes resolve them; named as written.
+		{"readonly with a trailing slash", `"maskedPaths":["/proc/sys/kernel"],"readonlyPaths":["/proc/sys/"]`, "/proc/sys/kernel", "/proc/sys/"},
+		{"masked with a trailing slash", `"maskedPaths":["/proc/sys/kernel/"],"readonlyPaths":["/proc/sys"]`, "/proc/sys/kernel/", "/proc/sys"},
+		{"relative", `"maskedPaths":["proc/sys/kernel"],"readonlyPaths":["proc/sys"]`, "proc/sys/kernel", "proc/sys"},
+		{"doubled slashes and dots", `"maskedPaths":["//proc/./sys//kernel"],"readonlyPaths":["/proc/sys"]`, "//proc/./sys//kernel", "/proc/sys"},
+		{"dot-dot back inside", `"maskedPaths":["/proc/sys/../sys/kernel"],"readonlyPaths":["/proc/sys"]`, "/proc/sys/../sys/kernel", "/proc/sys"},
+		{"dot-dot onto the readonly path", `"maskedPaths":["/proc/sys/kernel/.."],"readonlyPaths":["/proc/sys"]`, "/proc/sys/kernel/..", "/proc/sys"},
+		{"dot-dot out of it", `"maskedPaths":["/proc/sys/.."],"readonlyPaths":["/proc/sys"]`, "", ""},
+		{"dot-dot cannot climb above the root", `"maskedPaths":["/../../proc/sys/fs"],"readonlyPaths":["/proc/sys"]`, "/../../proc/sys/fs", "/proc/sys"},
+		{"readonly root", `"maskedPaths":["/sys/firmware"],"readonlyPaths":["/"]`, "/sys/firmware", "/"},
+		// crun opens "" (and a null, which it reads as "") as the root.
+		{"readonly empty string is the root", `"maskedPaths":["/sys/firmware"],"readonlyPaths":[""]`, "/sys/firmware", ""},
+		{"readonly null is the root", `"maskedPaths":["/sys/firmware"],"readonlyPaths":[null]`, "/sys/firmware", ""},
+		{"masked root under a readonly path", `"maskedPaths":[""],"readonlyPaths":["/proc"]`, "", ""},
+		// Keys and strings as runc's decoder reads them.
+		{"escaped path", `"maskedPaths":["/proc/sys/\u006bernel"],"readonlyPaths":["\/proc\/sys"]`, "/proc/sys/kernel", "/proc/sys"},
+		{"keys in other cases", `"MaskedPaths":["/proc/sys/kernel"],"READONLYPATHS":["/proc/sys"]`, "/proc/sys/kernel", "/proc/sys"},
+		{"escaped key", `"masked\u0050aths":["/proc/sys/kernel"],"readonlyPaths":["/proc/sys"]`, "/proc/sys/kernel", "/proc/sys"},
+		// Nothing to refuse.
+		{"no readonly paths", `"maskedPaths":["/proc/sys/kernel"]`, "", ""},
+		{"no masked paths", `"readonlyPaths":["/proc/sys"]`, "", ""},
+		{"null lists", `"maskedPaths":null,"readonlyPaths":null`, "", ""},
+		{"empty lists", `"maskedPaths":[],"readonlyPaths":[]`, "", ""},
+		{"a masked path only under readonly elsewhere in the spec", `"maskedPaths":["/proc/sys/kernel"],"x":{"readonlyPaths":["/proc/sys"]}`, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := linuxWith(tt.members)
+			out, changes, err := Adapt([]byte(in), refuseB14)
+			if tt.masked == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if changes.DroppedCgroupNamespaces != 1 {
+					t.Errorf("changes = %+v", changes)
+				}
+				assertOnlyNamespacesDiffer(t, []byte(in), out)
+				assertIdempotent(t, out, refuseB14)
+				return
+			}
+			var b14 B14Error
+			if !errors.As(err, &b14) || b14 != (B14Error{tt.masked, tt.under}) {
+				t.Fatalf("err = %v, want B14Error{%q, %q}", err, tt.masked, tt.under)
+			}
+			if out != nil {
+				t.Errorf("output on refusal: %s", out)
+			}
+			// The same spec where the host has no B14 is only adapted.
+			if _, _, err := Adapt([]byte(in), dropCgroup); err != nil {
+				t.Errorf("refused without the adaptation: %v", err)
+			}
+		})
+	}
+}
+
+// containerd's CRI spec (its 11 masked and 5 read-only paths) and runc
+// spec's own nest nothing: both pass, and only the namespaces change.
+func TestRefuseMaskedUnderReadonlyPassesTheDefaultSpecs(t *testing.T) {
+	for _, name := range []string{"cri-config.json", "runc-spec.json"} {
+		in := readFixture(t, name)
+		if !bytes.Contains(in, []byte(`"maskedPaths"`)) || !bytes.Contains(in, []byte(`"readonlyPaths"`)) {
+			t.Fatalf("%s lost its masked or read-only paths", name)
+		}
+		without, _, err := Adapt(in, everything)
+		if err != nil {
+			t.Fatal(err)
+		}
+		with, _, err := Adapt(in, withB14(everything))
+		if err != nil || !bytes.Equal(with, without) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func withB14(a Adaptations) Adaptations {
+	a.RefuseMaskedUnderReadonly = true
+	return a
+}
+
+func TestB14Message(t *testing.T) {
+	got := B14Error{"/proc/sys/kernel", "/proc/sys"}.Error()
+	want := `blocker B14: on this host (gVisor) the runtime leaves a masked path inside a read-only path writable, ` +
+		`and its masks share one directory between containers; the container masks "/proc/sys/kernel" (linux.maskedPaths) ` +
+		`inside the read-only path "/proc/sys" (linux.readonlyPaths). Remove one of the two from the spec: ` +
+		`containerd's default spec never nests them`
+	if got != want {
+		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+	same := B14Error{"/proc/sys/", "/proc/sys"}.Error()
+	if !strings.Contains(same, `masks "/proc/sys/" (linux.maskedPaths), which is also the read-only path "/proc/sys" (linux.readonlyPaths). `) {
+		t.Errorf("the same path: %s", same)
+	}
+	// One line, whatever the spec holds.
+	if odd := (B14Error{"/a\nb", "/a"}).Error(); strings.ContainsAny(odd, "\n\r") {
+		t.Errorf("not one line: %q", odd)
+	}
+}
+
+func TestRefuseMaskedUnderReadonlyRejectsMalformedLists(t *testing.T) {
+	tests := []struct{ name, members, wantErr string }{
+		{"maskedPaths a string", `"maskedPaths":"/proc/kcore"`, "linux.maskedPaths is not a list"},
+		{"readonlyPaths an object", `"maskedPaths":[],"readonlyPaths":{"/proc/sys":true}`, "linux.readonlyPaths is not a list"},
+		{"an element not a string", `"maskedPaths":["/proc/kcore",1]`, "linux.maskedPaths[1]: not a string"},
+		{"a readonly element a list", `"readonlyPaths":[["/proc/sys"]]`, "linux.readonlyPaths[0]: not a string"},
+		// runc would take the later list, crun the earlier: refused either way.
+		{"two maskedPaths", `"maskedPaths":["/proc/sys/kernel"],"readonlyPaths":["/proc/sys"],"maskedPaths":[]`, `"maskedPaths" and "maskedPaths": the same member twice`},
+		{"two readonlyPaths in different cases", `"readonlyPaths":["/proc/sys"],"ReadonlyPaths":[],"maskedPaths":["/proc/sys/kernel"]`, `"readonlyPaths" and "ReadonlyPaths": the same member twice`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := linuxWith(tt.members)
+			out, _, err := Adapt([]byte(in), refuseB14)
+			if err == nil || err.Error() != tt.wantErr {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			var spec SpecError
+			if !errors.As(err, &spec) || out != nil {
+				t.Errorf("%T, output %s", err, out)
+			}
+			// Without the adaptation the wrapper does not read them.
+			if _, _, err := Adapt([]byte(in), dropCgroup); err != nil {
+				t.Errorf("without the adaptation: %v", err)
+			}
+		})
+	}
+}
+
+func TestPathWithin(t *testing.T) {
+	tests := []struct {
+		p, dir string
+		want   bool
+	}{
+		{"/proc/sys/kernel", "/proc/sys", true},
+		{"/proc/sys", "/proc/sys", true},
+		{"/proc/sys/", "/proc/sys", true},
+		{"/proc/sys", "/proc/sys/", true},
+		{"/proc/sysrq-trigger", "/proc/sys", false},
+		{"/proc/sys", "/proc/sys/kernel", false},
+		{"/proc", "/proc/sys", false},
+		{"/anything", "/", true},
+		{"/", "/", true},
+		{"", "/", true},
+		{"/", "", true},
+		{"/sys", "", true},
+		{"", "/proc", false},
+		{"proc/sys/kernel", "/proc/sys", true},
+		{"/proc/sys/kernel/..", "/proc/sys", true},
+		{"/proc/sys/..", "/proc/sys", false},
+		{"/..", "/", true},
+		{"/../proc/sys/x", "/proc/sys", true},
+		{"/proc/./sys", "/proc/sys/.", true},
+		{"/proc/sys\x00/x", "/proc/sys", false},
+	}
+	for _, tt := range tests {
+		if got := pathWithin(normalPath(tt.p), normalPath(tt.dir)); got != tt.want {
+			t.Errorf("%q within %q = %v, want %v", tt.p, tt.dir, got, tt.want)
+		}
+	}
+}

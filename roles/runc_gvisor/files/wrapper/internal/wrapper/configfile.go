@@ -7,14 +7,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
 )
 
-// TempSuffix names the file a new config.json is written to before it
-// replaces the old one.
-const TempSuffix = ".runc-gvisor.tmp"
+// A new config.json is written to config.json.runc-gvisor-<16 hex
+// digits>.tmp beside the old one, then renamed over it.
+const (
+	tempInfix  = ".runc-gvisor-"
+	tempSuffix = ".tmp"
+	// tempTries bounds the names tried when one is taken. Each is a fresh
+	// 64-bit random number, so one taken name already means that someone
+	// guessed it; the bound only keeps such a guesser from looping us.
+	tempTries = 16
+)
+
+// tempRandom draws the temporary file's random part; tests replace it.
+// The runtime's generator is seeded from the kernel for each process, which
+// is enough: the name only has to be unlikely to be taken, since the file
+// is created exclusively and never through a link.
+var tempRandom = rand.Uint64
 
 // maxSpecSize bounds what the wrapper reads; CRI specs are tens of kilobytes.
 const maxSpecSize = 16 << 20
@@ -96,12 +110,14 @@ func explainOpenError(err error, bundle string) error {
 
 // replaceFile writes data beside path and renames it over path, so runc
 // never sees a half-written spec. The new file keeps the old one's mode and
-// owner.
+// owner. The temporary file is created exclusively under a fresh random
+// name and never through a symbolic link, so a leftover from a killed call
+// or a file planted in the bundle can neither block the write nor redirect
+// it; it is removed on every failure.
 func replaceFile(path string, data []byte, old os.FileInfo) (err error) {
-	tmp := path + TempSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, old.Mode().Perm())
+	f, tmp, err := createTemp(path)
 	if err != nil {
-		return pathErrorCause(err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -109,11 +125,11 @@ func replaceFile(path string, data []byte, old os.FileInfo) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	if err = keepModeAndOwner(f, old); err != nil {
-		return err
-	}
 	if _, err = f.Write(data); err != nil {
 		return pathErrorCause(err)
+	}
+	if err = keepModeAndOwner(f, old); err != nil {
+		return err
 	}
 	if err = f.Sync(); err != nil {
 		return pathErrorCause(err)
@@ -124,9 +140,36 @@ func replaceFile(path string, data []byte, old os.FileInfo) (err error) {
 	return pathErrorCause(os.Rename(tmp, path))
 }
 
-// keepModeAndOwner gives the new file the old one's permissions (the umask
-// applied at creation may have cut some) and, when they differ from ours,
-// its owner.
+// createTemp creates a new, empty file beside path that only its owner can
+// open (the old file's mode is given to it once it is written). O_EXCL
+// fails on any existing name, a dangling link included, and O_NOFOLLOW
+// says the same again for the last component; a taken name is retried
+// with another.
+func createTemp(path string) (*os.File, string, error) {
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	for try := 1; ; try++ {
+		tmp := tempName(path, tempRandom())
+		f, err := os.OpenFile(tmp, flags, 0o600)
+		if err == nil {
+			return f, tmp, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return nil, "", pathErrorCause(err)
+		}
+		if try == tempTries {
+			return nil, "", fmt.Errorf("no free name for the temporary file beside it in %d tries (the last %s: %w)",
+				tempTries, filepath.Base(tmp), pathErrorCause(err))
+		}
+	}
+}
+
+// tempName is the temporary file for path with the random part r.
+func tempName(path string, r uint64) string {
+	return fmt.Sprintf("%s%s%016x%s", path, tempInfix, r, tempSuffix)
+}
+
+// keepModeAndOwner gives the new file (created 0600) the old one's
+// permissions and, when they differ from ours, its owner.
 func keepModeAndOwner(f *os.File, old os.FileInfo) error {
 	if err := f.Chmod(old.Mode().Perm()); err != nil {
 		return pathErrorCause(err)

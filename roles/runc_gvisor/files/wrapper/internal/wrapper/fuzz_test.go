@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -23,9 +24,10 @@ type runcView struct {
 
 func adaptationsFromBits(bits uint8) Adaptations {
 	return Adaptations{
-		DropCgroupNamespace:      bits&1 != 0,
-		PidNamespacePerContainer: bits&2 != 0,
-		RefusePidNamespaceJoin:   bits&4 != 0,
+		DropCgroupNamespace:       bits&1 != 0,
+		PidNamespacePerContainer:  bits&2 != 0,
+		RefusePidNamespaceJoin:    bits&4 != 0,
+		RefuseMaskedUnderReadonly: bits&8 != 0,
 	}
 }
 
@@ -42,12 +44,19 @@ func FuzzAdapt(f *testing.F) {
 		`{"linux":{"namespaces":[null,{"type":"cgr\u006fup"}]},"z":[1,{"a":"\"]}"}]}`,
 		" {\"linux\" : { \"namespaces\" : [ {\"type\":\"net\"} , {\"type\":\"cgroup\"} ] } } \n",
 		`{"linux":null}`, `[]`, `{"linux":{"namespaces":{}}}`, `{`, ``,
+		`{"linux":{"maskedPaths":["/proc/sys/kernel"],"readonlyPaths":["/proc/sys"],"namespaces":[{"type":"cgroup"}]}}`,
+		`{"linux":{"maskedPaths":["/proc/sysrq-trigger","/proc/sys/.."],"readonlyPaths":["/proc/sys/"]}}`,
+		`{"linux":{"MaskedPaths":["proc//sys/./kernel/"],"readonlyPaths":[null,"/proc/sys"]}}`,
+		`{"linux":{"maskedPaths":["/proc/sys/kernel"],"readonlyPaths":["/proc/sys"],"maskedPaths":[]}}`,
+		`{"linux":{"maskedPaths":["/sys/firmware"],"readonlyPaths":[""]},"Linux":null}`,
+		`{"linux":{"maskedPaths":["/a/b\u0000"],"readonlyPaths":["/a/../a"],"readonlyPaths":5}}`,
 	} {
+		f.Add([]byte(seed), uint8(15))
 		f.Add([]byte(seed), uint8(7))
 		f.Add([]byte(seed), uint8(1))
 	}
-	f.Add(readFixture(f, "cri-config.json"), uint8(3))
-	f.Add(readFixture(f, "runc-spec.json"), uint8(5))
+	f.Add(readFixture(f, "cri-config.json"), uint8(11))
+	f.Add(readFixture(f, "runc-spec.json"), uint8(13))
 	f.Fuzz(func(t *testing.T, doc []byte, bits uint8) {
 		want := adaptationsFromBits(bits)
 		out, changes, err := Adapt(doc, want)
@@ -70,6 +79,9 @@ func FuzzAdapt(f *testing.F) {
 		assertOnlyNamespacesDiffer(t, doc, out)
 		assertIdempotent(t, out, want)
 		checkRuncSeesNoBlocker(t, out, want)
+		if want.RefuseMaskedUnderReadonly {
+			checkNoMaskUnderReadonly(t, out)
+		}
 		if changes.Changed() {
 			checkRuncSawABlocker(t, doc, want)
 		}
@@ -79,12 +91,18 @@ func FuzzAdapt(f *testing.F) {
 // checkRefusal accepts only the errors Adapt documents for valid JSON.
 func checkRefusal(t *testing.T, doc []byte, want Adaptations, err error) {
 	var b9 B9Error
+	var b14 B14Error
 	var spec SpecError
 	switch {
 	case errors.As(err, &b9):
 		if !want.RefusePidNamespaceJoin || want.PidNamespacePerContainer {
 			t.Fatalf("B9 refusal with %+v", want)
 		}
+	case errors.As(err, &b14):
+		if !want.RefuseMaskedUnderReadonly {
+			t.Fatalf("B14 refusal with %+v", want)
+		}
+		checkMaskUnderReadonly(t, doc, b14)
 	case errors.As(err, &spec):
 		// What runc's decoder would reject must not be taken as a spec.
 	default:
@@ -124,4 +142,177 @@ func checkRuncSawABlocker(t *testing.T, doc []byte, want Adaptations) {
 		}
 	}
 	t.Fatalf("changed a spec runc would have run as it was: %s", doc)
+}
+
+// maskView decodes a spec's masked and read-only paths as runc does.
+type maskView struct {
+	Linux *struct {
+		MaskedPaths   []string `json:"maskedPaths"`
+		ReadonlyPaths []string `json:"readonlyPaths"`
+	} `json:"linux"`
+}
+
+// checkMaskUnderReadonly: a B14 refusal names a masked and a read-only path
+// of the spec, as runc reads it, and the one does lie within the other.
+func checkMaskUnderReadonly(t *testing.T, doc []byte, e B14Error) {
+	var view maskView
+	if err := json.Unmarshal(doc, &view); err != nil || view.Linux == nil {
+		t.Fatalf("B14 refusal of a spec runc reads otherwise (%v): %s", err, doc)
+	}
+	if !contains(view.Linux.MaskedPaths, e.Masked) || !contains(view.Linux.ReadonlyPaths, e.Readonly) ||
+		!oracleWithin(e.Masked, e.Readonly) {
+		t.Fatalf("B14 refusal %+v of %s", e, doc)
+	}
+}
+
+// checkNoMaskUnderReadonly: a spec let through nests no masked path in a
+// read-only path, neither as runc reads it (encoding/json: keys in any
+// case, the last duplicate) nor as crun does (the first key spelled
+// exactly so, a list of another type ignored, an element that is not a
+// string read as "").
+func checkNoMaskUnderReadonly(t *testing.T, out []byte) {
+	var view maskView
+	if err := json.Unmarshal(out, &view); err != nil {
+		t.Fatalf("let through a spec whose paths runc cannot decode: %v\n%s", err, out)
+	}
+	if view.Linux != nil {
+		if m, r, ok := oracleNested(view.Linux.MaskedPaths, view.Linux.ReadonlyPaths); ok {
+			t.Fatalf("runc would mask %q inside the read-only %q: %s", m, r, out)
+		}
+	}
+	tree := decodeOrdered(t, out)
+	linux, _ := firstExact(tree, "linux").([]keyValue)
+	if m, r, ok := oracleNested(crunPaths(firstExact(linux, "maskedPaths")), crunPaths(firstExact(linux, "readonlyPaths"))); ok {
+		t.Fatalf("crun would mask %q inside the read-only %q: %s", m, r, out)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+func oracleNested(masked, readonly []string) (string, string, bool) {
+	for _, m := range masked {
+		for _, r := range readonly {
+			if oracleWithin(m, r) {
+				return m, r, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// oracleWithin resolves both paths component by component, as a lookup
+// beneath the container's root would ("" and "." stay, ".." goes up but
+// not above the root), and compares the components.
+func oracleWithin(p, dir string) bool {
+	pc, dc := components(p), components(dir)
+	if len(dc) > len(pc) {
+		return false
+	}
+	for i := range dc {
+		if dc[i] != pc[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func components(p string) []string {
+	var out []string
+	for _, c := range strings.Split(p, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// keyValue is one member of an object decoded with its duplicates, in order.
+type keyValue struct {
+	key   string
+	value interface{}
+}
+
+// decodeOrdered decodes JSON keeping every member of every object, as
+// yajl's tree (crun's parser) does.
+func decodeOrdered(t *testing.T, doc []byte) interface{} {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	v, err := orderedValue(dec)
+	if err != nil {
+		t.Fatalf("decodeOrdered: %v", err)
+	}
+	return v
+}
+
+func orderedValue(dec *json.Decoder) (interface{}, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch tok {
+	case json.Delim('{'):
+		object := []keyValue{}
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			value, err := orderedValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			object = append(object, keyValue{key.(string), value})
+		}
+		_, err = dec.Token()
+		return object, err
+	case json.Delim('['):
+		array := []interface{}{}
+		for dec.More() {
+			value, err := orderedValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			array = append(array, value)
+		}
+		_, err = dec.Token()
+		return array, err
+	case json.Delim('}'), json.Delim(']'):
+		return nil, io.ErrUnexpectedEOF
+	}
+	return tok, nil
+}
+
+// firstExact is yajl_tree_get: the first member whose key is name, byte
+// for byte; nil when v is not an object or has none.
+func firstExact(v interface{}, name string) interface{} {
+	object, _ := v.([]keyValue)
+	for _, kv := range object {
+		if kv.key == name {
+			return kv.value
+		}
+	}
+	return nil
+}
+
+// crunPaths is a list of paths as libocispec reads one: not a list means
+// none, an element that is not a string is "".
+func crunPaths(v interface{}) []string {
+	list, _ := v.([]interface{})
+	paths := make([]string, len(list))
+	for i, e := range list {
+		paths[i], _ = e.(string)
+	}
+	return paths
 }

@@ -123,10 +123,18 @@ func members(doc []byte, object span) []member {
 	return out
 }
 
-// unquote decodes a JSON string literal; only keys with escapes need
-// encoding/json.
+// unquote decodes a JSON string literal as encoding/json does. Only one
+// with escapes or bytes beyond ASCII needs encoding/json: it unescapes, and
+// it decodes invalid UTF-8 as U+FFFD, which a plain copy would not.
 func unquote(literal []byte) string {
-	if bytes.IndexByte(literal, '\\') < 0 {
+	plain := true
+	for _, c := range literal {
+		if c == '\\' || c >= 0x80 {
+			plain = false
+			break
+		}
+	}
+	if plain {
 		return string(literal[1 : len(literal)-1])
 	}
 	var s string

@@ -196,6 +196,7 @@ func TestCreateWithNothingToChangeLogsNothing(t *testing.T) {
 func TestCreateErrorsAreReportedLikeRuncs(t *testing.T) {
 	const broken = `{"linux":{"namespaces":[{"type":"cgroup"}]`
 	const join = `{"linux":{"namespaces":[{"type":"pid","path":"/proc/9/ns/pid"}]}}`
+	const nestedMask = `{"linux":{"namespaces":[{"type":"cgroup"}],"maskedPaths":["/proc/kcore","/proc/sys/kernel"],"readonlyPaths":["/proc/bus","/proc/sys"]}}`
 	tests := []struct {
 		name        string
 		adaptations []string
@@ -205,7 +206,8 @@ func TestCreateErrorsAreReportedLikeRuncs(t *testing.T) {
 		{"invalid JSON", []string{DropCgroupNamespace}, broken, "runc-gvisor: {bundle}/config.json: invalid JSON at offset 42: unexpected end of JSON input"},
 		{"missing bundle", []string{DropCgroupNamespace}, "", "runc-gvisor: {bundle}/config.json: bundle directory {bundle}: stat: no such file or directory"},
 		{"B9", []string{DropCgroupNamespace, RefusePidNamespaceJoin}, join, "runc-gvisor: {bundle}/config.json: " + B9Error{"/proc/9/ns/pid"}.Error()},
-		{"unknown adaptation", []string{"drop_everything"}, specWithCgroup, `runc-gvisor: host profile: unknown adaptation "drop_everything" (this runc-gvisor knows [drop_cgroup_namespace pid_namespace_per_container refuse_pid_namespace_join])`},
+		{"B14", []string{DropCgroupNamespace, RefuseMaskedUnderReadonly}, nestedMask, "runc-gvisor: {bundle}/config.json: " + B14Error{"/proc/sys/kernel", "/proc/sys"}.Error()},
+		{"unknown adaptation", []string{"drop_everything"}, specWithCgroup, `runc-gvisor: host profile: unknown adaptation "drop_everything" (this runc-gvisor knows [drop_cgroup_namespace pid_namespace_per_container refuse_masked_under_readonly refuse_pid_namespace_join])`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,5 +320,44 @@ func TestInfo(t *testing.T) {
 	h = newHarness(t, "bogus")
 	if code := h.run(InfoFlag); code != 1 || !strings.Contains(h.stdout.String(), `unknown adaptation \"bogus\"`) {
 		t.Errorf("exit %d: %s", code, h.stdout.String())
+	}
+}
+
+// The same through a whole create, as the shim calls it.
+func TestCreateDoesNotWriteThroughAPlantedLink(t *testing.T) {
+	h := newHarness(t, DropCgroupNamespace)
+	bundle := h.bundle(specWithCgroup)
+	victim, content := plantVictim(t)
+	link := filepath.Join(bundle, oldTempName)
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	h.exitedWith(h.run(h.shimArgs("create", "--bundle", bundle, "ctr")...), 0)
+	assertPlantedLinkIgnored(t, bundle, link, victim, content, specWithoutCgroup)
+}
+
+// B14 is refused by create and run alike, before the real runc, with the
+// spec untouched; the other subcommands never read the spec.
+func TestMaskedUnderReadonlyIsRefusedByCreateAndRun(t *testing.T) {
+	const nested = `{"linux":{"maskedPaths":["/proc/kcore","/proc/sys/kernel/"],"readonlyPaths":["/proc/sysrq-trigger","/proc/sys"],"namespaces":[{"type":"cgroup"}]}}`
+	for _, sub := range []string{"create", "run"} {
+		t.Run(sub, func(t *testing.T) {
+			h := newHarness(t, DropCgroupNamespace, RefusePidNamespaceJoin, RefuseMaskedUnderReadonly)
+			bundle := h.bundle(nested)
+			h.exitedWith(h.run(h.shimArgs(sub, "--bundle", bundle, "ctr")...), 1)
+			h.reported("runc-gvisor: " + filepath.Join(bundle, "config.json") + ": " + B14Error{"/proc/sys/kernel/", "/proc/sys"}.Error())
+			if !strings.Contains(h.stderr.String(), ": blocker B14: ") {
+				t.Errorf("stderr %q", h.stderr.String())
+			}
+			if h.config(bundle) != nested {
+				t.Errorf("config.json changed to %s", h.config(bundle))
+			}
+			assertNoTempFile(t, bundle)
+		})
+	}
+	for _, sub := range []string{"start", "state", "delete"} {
+		h := newHarness(t, RefuseMaskedUnderReadonly)
+		chdir(t, h.bundle(nested))
+		h.exitedWith(h.run(h.shimArgs(sub, "ctr")...), 0)
 	}
 }
