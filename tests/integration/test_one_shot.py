@@ -65,7 +65,7 @@ python3 -m venv .venv
 scripts/install-collection
 . {BUNDLE}/env
 .venv/bin/ansible-playbook site.yml -e container_engine=containerd \\
-  -e engine_sandbox_image=localhost/k3s-gvisor/pause:1 -e verify_wheel_cache=$K3S_GVISOR_BUNDLE/cri-wheels
+  -e verify_wheel_cache=$K3S_GVISOR_BUNDLE/cri-wheels
 """
     return subprocess.run(["docker", "exec", "-i", node.name, "bash", "-s"], input=script, text=True,
                           capture_output=True, timeout=CONVERGE_TIMEOUT)
