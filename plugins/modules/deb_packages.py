@@ -13,7 +13,7 @@ description:
   - Installs the named packages where dpkg says they are not installed, with C(apt-get install --no-install-recommends).
   - Updates apt's lists first only when apt offers no candidate for a missing package (minimal images ship without
     lists), and fails naming the packages apt cannot offer.
-  - Unlike M(ansible.builtin.apt) it needs no C(python3-apt) on the node, which that module installs first: nodes of this
+  - Unlike M(ansible.builtin.apt) it needs no C(python3-apt) on the node, which that module installs first; nodes of this
     project have Python's standard library only and may be offline. It removes nothing and upgrades nothing.
 attributes:
   check_mode:
