@@ -227,6 +227,9 @@ def relaxations(runtime: dict, adaptations: list[dict], engine: dict) -> list[di
     if any(patch["answers"] == ["B3"] for patch in runtime.get("patches", [])):
         found.append(entry("procfs root inode check relaxed on gVisor only (patched runc, patch 0002)", ["B3"],
                            "a second procfs instance mounted over /proc would be accepted inside gVisor"))
+    if any(patch["answers"] == ["B8"] for patch in runtime.get("patches", [])):
+        found.append(entry("masks without size caps (patched runc, patch 0003)", ["B8"],
+                           "the size caps of an empty read-only tmpfs; the mask itself stays"))
     if runtime["value"] == "crun" and "B3" in runtime["answers"]:
         found.append(entry("crun does not verify the procfs root (runc's CVE-2025-52881 check)", ["B3"],
                            "procfs opened by path, without runc's root-inode and mount checks"))

@@ -80,7 +80,7 @@ def test_sid_without_crun_gets_the_patched_runc_with_exactly_the_patches_its_blo
     assert "crun: not installed" in runtime["why"] and "unsafe procfs detected" in runtime["why"]
     assert [a["value"] for a in record["wrapper_adaptations"]] == ["drop_cgroup_namespace", "refuse_pid_namespace_join"]
     relaxed = {r["answers"][0] for r in record["relaxations"]}
-    assert relaxed == {"B1", "B3"}
+    assert relaxed == {"B1", "B3", "B8"}
 
 
 def test_a_host_that_needs_b2_gets_patch_0001():
@@ -178,3 +178,10 @@ def test_k3s_gets_the_flags_and_prestart_options_the_blockers_call_for():
     assert k3s["flags"][0]["value"] == {"snapshotter": "native"}
     assert k3s["prestart"] == [{"value": "--dev-kmsg", "answers": ["B12"], "why": "bind /dev/null over the missing /dev/kmsg"}]
     assert decide(PLAIN)["k3s"] == {"flags": [], "prestart": []}
+
+
+def test_b14_is_crun_s_own_and_another_runtime_answers_it():
+    record = decide(SID, runtime="runc-patched")
+    assert "B14" in record["runtime"]["answers"]
+    assert "refuse_masked_under_readonly" not in [a["value"] for a in record["wrapper_adaptations"]]
+    assert "B14" not in record["unanswered"]
