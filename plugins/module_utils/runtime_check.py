@@ -231,14 +231,25 @@ class Namespace:
             if flag == CLONE_NEWPID:
                 member = os.fork()
                 if member == 0:
-                    os.read(self._hold_r, 1)
-                    os._exit(0)
+                    self._pid_one()
             os.write(report_w, str(member).encode())
             os.read(self._hold_r, 1)
             if member != os.getpid():
                 os.waitpid(member, 0)
         finally:
             os._exit(0)
+
+    def _pid_one(self) -> None:
+        """PID 1 of the new PID namespace: held until close(), then it reaps
+        what a container that joined it left (orphans there are its children),
+        or the namespace could not end, and exits."""
+        os.read(self._hold_r, 1)
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        os._exit(0)
 
     def close(self) -> None:
         os.close(self._hold_w)
@@ -277,6 +288,14 @@ class ShapeRun:
         completed.stderr = self.output.read().decode("utf-8", "replace")
         return completed
 
+    def stopped(self) -> bool:
+        """Whether the runtime's state says the container stopped (its output holds state's JSON)."""
+        text = self.command("state", self.container_id).stderr
+        try:
+            return json.loads(text[text.index("{"):]).get("status") == "stopped"
+        except ValueError:
+            return False
+
     def init_output(self) -> str:
         """Everything written to the shared output so far (create's, init's, start's)."""
         self.output.seek(0)
@@ -304,7 +323,7 @@ class ShapeRun:
                 # init's own last words say why it was gone (B11's EINTR, say).
                 said = f"; before start: {last_error_line(before_start)}" if before_start.strip() else ""
                 return {"works": False, "error": f"start: {last_error_line(started.stderr)}{said}"}
-            status = wait_for(pid, self.timeout)
+            status = wait_for(pid, self.timeout, self.stopped)
             if status == 3 and self.shape == "masked_under_readonly":
                 return {"works": False, "error": MASK_WRITE_SEEN}
             if status != 0:
@@ -325,11 +344,20 @@ def signal_init(pid: int) -> None:
         time.sleep(0.01)
 
 
-def wait_for(pid: int, timeout: float) -> int | None:
-    """Exit status of the re-parented container process (None: still running after timeout)."""
+def wait_for(pid: int, timeout: float, stopped=lambda: False) -> int | None:
+    """Exit status of the re-parented container process (None: still running after timeout).
+
+    A container that joined another PID namespace is re-parented to that
+    namespace's PID 1, not to us: then only stopped() (the runtime's state)
+    tells that it ended, and it counts as exit 0."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            if stopped():
+                return 0
+            done = 0
         if done:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.005)
