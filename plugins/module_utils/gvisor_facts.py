@@ -154,6 +154,15 @@ def version_tuple(text: str | None) -> list[int] | None:
     return [int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)]
 
 
+def first_version(output: str | None, line_pattern: str) -> str | None:
+    """The version the first line matching line_pattern (a regex ending where the version starts) names."""
+    for line in (output or "").splitlines():
+        match = re.match(line_pattern + r"v?(\d+\.\d+\S*)", line.strip())
+        if match:
+            return match.group(1)
+    return None
+
+
 def parse_containerd_version(output: str | None) -> str | None:
     """Version from `containerd --version`.
 
@@ -162,29 +171,17 @@ def parse_containerd_version(output: str | None) -> str | None:
     "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3"
     and k3s's "containerd github.com/k3s-io/containerd v1.7.23-k3s2 <commit>".
     """
-    for line in (output or "").splitlines():
-        match = re.match(r"^containerd\s+\S+\s+v?(\d+\.\d+\S*)", line.strip())
-        if match:
-            return match.group(1)
-    return None
+    return first_version(output, r"^containerd\s+\S+\s+")
 
 
 def parse_runc_version(output: str | None) -> str | None:
     """Version from the first line of `runc --version` ("runc version 1.3.6+ds1")."""
-    for line in (output or "").splitlines():
-        match = re.match(r"^runc version\s+v?(\d+\.\d+\S*)", line.strip())
-        if match:
-            return match.group(1)
-    return None
+    return first_version(output, r"^runc version\s+")
 
 
 def parse_crun_version(output: str | None) -> str | None:
     """Version from the first line of `crun --version` ("crun version 1.28")."""
-    for line in (output or "").splitlines():
-        match = re.match(r"^crun version\s+v?(\d+\.\d+\S*)", line.strip())
-        if match:
-            return match.group(1)
-    return None
+    return first_version(output, r"^crun version\s+")
 
 
 def parse_apt_candidate(policy_output: str | None) -> str | None:
@@ -1261,6 +1258,19 @@ def try_pid_namespace_join(timeout: float) -> dict:
 # --------------------------------------------------------------------------
 
 
+# The runtimes' default state directories (crun makes its own on every call).
+RUNTIME_STATE_DIRS = ("/run/crun", "/run/runc")
+
+
+def remove_empty_dirs(paths) -> None:
+    """Remove each of paths that is now an empty directory (one the probe's runtimes made)."""
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 class HostProbe:
     """Collects the gvisor facts of this host (run as root)."""
 
@@ -1274,6 +1284,15 @@ class HostProbe:
 
     def collect(self) -> dict:
         started = time.monotonic()
+        # crun makes its default state directory on any call, --version and
+        # --root included: one it made is removed again (the probe leaves nothing).
+        absent_state_dirs = [path for path in RUNTIME_STATE_DIRS if not os.path.lexists(path)]
+        try:
+            return self._collect(started)
+        finally:
+            remove_empty_dirs(absent_state_dirs)
+
+    def _collect(self, started: float) -> dict:
         queries = {
             "containerd": VersionQuery("containerd", parse_containerd_version),
             "runc": VersionQuery("runc", parse_runc_version),
