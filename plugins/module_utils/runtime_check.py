@@ -333,6 +333,21 @@ class ShapeRun:
         finally:
             self.command("delete", "--force", self.container_id)
             self.output.close()
+            reap_children(self.timeout)
+
+
+def reap_children(timeout: float) -> None:
+    """Reap every child left, the runtime's orphans included (this process is
+    their subreaper). Left to a PID 1 that reaps nothing, such a zombie would
+    keep a PID namespace it was in from ever ending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.01)
 
 
 def signal_init(pid: int) -> None:
