@@ -38,6 +38,15 @@ PATHS = {
 RUNC_ADAPTATIONS = ["drop_cgroup_namespace", "refuse_pid_namespace_join"]
 PATCHES = ["0002-securejoin-gvisor-procfs-root.patch", "0003-maskdir-retry-without-size-options.patch",
            "0005-exec-fifo-open-retry-eintr.patch"]
+# Withdrawn from the role (docs/RUNTIME.md), measured here on request: the
+# patched runc plus patch 0004 (a read-only bind mount instead of the memfd copy).
+PATCH_0004 = REPO / "bench/patches/0004-exeseal-readonly-bind-mount.patch"
+PATH_0004 = ("runc-0004", ("/usr/local/lib/runc-0004/runc", "/usr/local/bin/runc-gvisor-0004",
+                           "/etc/runc-gvisor/profile-0004.json"))
+
+
+def paths(with_0004: bool) -> dict:
+    return dict(PATHS, **dict([PATH_0004])) if with_0004 else dict(PATHS)
 
 
 def run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
@@ -104,9 +113,10 @@ def build_module(**args) -> dict:
     return result
 
 
-def patched_runc() -> str:
+def patched_runc(extra: list[Path] = ()) -> str:
     files = REPO / "roles/runc_gvisor/files"
-    return build_module(build_runc=True, patches=[str(files / "patches" / name) for name in PATCHES],
+    patches = sorted([files / "patches" / name for name in PATCHES] + list(extra), key=lambda path: path.name)
+    return build_module(build_runc=True, patches=[str(path) for path in patches],
                         build_script=str(files / "build-runc.sh"), runc_module_src=str(files / "runc-module"),
                         runc_version="1.3.6")["runc"]["path"]
 
@@ -130,17 +140,19 @@ def wrapper_copy(profile: str, workdir: Path) -> Path:
     return out
 
 
-def install_paths(node: Node) -> dict:
-    """Both comparison paths on the node; {name: version line} of every runtime, the default's included."""
+def install_paths(node: Node, compared: dict) -> dict:
+    """The comparison paths on the node; {name: version line} of every runtime, the default's included."""
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
         workdir = Path(tmp)
         binaries = {"runc-stock": stock_runc(workdir), "runc-patched": Path(patched_runc())}
-        for name, (runtime, wrapper, profile) in PATHS.items():
+        if PATH_0004[0] in compared:
+            binaries[PATH_0004[0]] = Path(patched_runc([PATCH_0004]))
+        for name, (runtime, wrapper, profile) in compared.items():
             node.put(binaries[name].read_bytes(), runtime, "0755")
             node.put(wrapper_copy(profile, workdir).read_bytes(), wrapper, "0755")
             node.put(json.dumps({"runc": runtime, "adaptations": RUNC_ADAPTATIONS}).encode() + b"\n", profile)
     default = json.loads(node.exec("cat", PROFILE))
-    versions = {name: node.exec(runtime, "--version").splitlines()[0] for name, (runtime, _, _) in PATHS.items()}
+    versions = {name: node.exec(runtime, "--version").splitlines()[0] for name, (runtime, _, _) in compared.items()}
     versions["runc-gvisor"] = node.exec(default["runc"], "--version").splitlines()[0] + \
         f" (the probe's choice, adaptations {', '.join(default['adaptations']) or 'none'})"
     return versions
