@@ -228,14 +228,20 @@ class PodNetworkCheck:
             result["failure"] = diagnose(step, str(exc) if isinstance(exc, StepFailed) else error_text(exc))
         finally:
             result["cleanup_errors"] = self.timer.run("cleanup", self._cleanup_all)
+            result["cleanup_retries"] = list(self.pods.cleanup_retries)
             result["leftovers"] = self.timer.run("leftovers", lambda: leftovers(
                 links_before, self.links(), self.settings.bridge, self.ips.values(), self.settings.ipam_dir, self.exists))
             result["ips"] = dict(self.ips)
             result["timings"] = dict(self.timer.seconds)
             result["total_seconds"] = round(sum(self.timer.seconds.values()), 3)
-        if result["ok"] and (result["cleanup_errors"] or result["leftovers"]):
+        # The network under test passed; what its teardown met is named as teardown's
+        # (a CNI DEL that leaves links or reservations behind is the network's own defect).
+        if result["ok"] and result["leftovers"]:
             result["ok"] = False
-            result["failure"] = diagnose("leftovers", "; ".join(result["cleanup_errors"] + result["leftovers"]))
+            result["failure"] = diagnose("leftovers", "; ".join(result["leftovers"]))
+        elif result["ok"] and result["cleanup_errors"]:
+            result["ok"] = False
+            result["failure"] = diagnose("teardown", "; ".join(result["cleanup_errors"]))
         return result
 
     def _cleanup_all(self) -> list[str]:

@@ -100,24 +100,49 @@ def log_ending(path: str) -> str:
         return ""
 
 
-def call_quietly(errors: list, call, request, timeout: float) -> None:
-    """call(request); an error other than "not found" is appended to errors, none stops the caller."""
-    try:
-        call(request, timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - every cleanup error is reported, none stops the rest
-        if "not found" not in error_text(exc).lower():
-            errors.append(error_text(exc))
+# What containerd answers when a call met a shim that was going away (its
+# ttrpc connection closed) or a daemon restarting: a later call succeeds, and
+# kubelet retries exactly these. Teardown retries them too, and says so.
+TRANSIENT_TEARDOWN = ("ttrpc: closed", "UNAVAILABLE:")
+TEARDOWN_ATTEMPTS = 3
+TEARDOWN_RETRY_SECONDS = 0.5
 
 
-def remove_pods(stub, api, container_ids, sandbox_ids, timeout: float) -> list[str]:
-    """Stop and remove the containers, then the sandboxes; [errors]."""
+def call_quietly(errors: list, call, request, timeout: float, retried: list | None = None,
+                 sleep=time.sleep) -> None:
+    """call(request); an error other than "not found" is appended to errors, none stops the caller.
+
+    A transient error (TRANSIENT_TEARDOWN) is retried up to TEARDOWN_ATTEMPTS
+    times, each retry noted in retried; only the last error is an error."""
+    for attempt in range(1, TEARDOWN_ATTEMPTS + 1):
+        try:
+            call(request, timeout=timeout)
+            return
+        except Exception as exc:  # noqa: BLE001 - every cleanup error is reported, none stops the rest
+            text = error_text(exc)
+        if "not found" in text.lower():
+            return
+        if attempt == TEARDOWN_ATTEMPTS or not any(words in text for words in TRANSIENT_TEARDOWN):
+            errors.append(text)
+            return
+        if retried is not None:
+            retried.append(text)
+        sleep(TEARDOWN_RETRY_SECONDS)
+
+
+def remove_pods(stub, api, container_ids, sandbox_ids, timeout: float, retried: list | None = None) -> list[str]:
+    """Stop and remove the containers, then the sandboxes; [errors] (retries noted in retried)."""
     errors: list = []
     for container_id in sorted(container_ids):
-        call_quietly(errors, stub.StopContainer, api.StopContainerRequest(container_id=container_id, timeout=5), timeout)
-        call_quietly(errors, stub.RemoveContainer, api.RemoveContainerRequest(container_id=container_id), timeout)
+        call_quietly(errors, stub.StopContainer, api.StopContainerRequest(container_id=container_id, timeout=5),
+                     timeout, retried)
+        call_quietly(errors, stub.RemoveContainer, api.RemoveContainerRequest(container_id=container_id), timeout,
+                     retried)
     for sandbox_id in sorted(sandbox_ids):
-        call_quietly(errors, stub.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout)
-        call_quietly(errors, stub.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout)
+        call_quietly(errors, stub.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout,
+                     retried)
+        call_quietly(errors, stub.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout,
+                     retried)
     return errors
 
 
@@ -212,6 +237,7 @@ class PodSandboxCheck:
         self.sleep = sleep
         self.clock = clock
         self.timer = Timer(clock)
+        self.cleanup_retries: list[str] = []
         self.sandbox_id = None
         self.container_id = None
 
@@ -324,7 +350,7 @@ class PodSandboxCheck:
         containers = set(self._ours(listed.containers)) | ({self.container_id} - {None})
         listed = self.stub.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(label_selector=selector)))
         sandboxes = set(self._ours(listed.items)) | ({self.sandbox_id} - {None})
-        return remove_pods(self.stub, api, containers, sandboxes, self.settings.timeout)
+        return remove_pods(self.stub, api, containers, sandboxes, self.settings.timeout, self.cleanup_retries)
 
     def _remove_log_directory(self, errors: list) -> None:
         directory = self.settings.log_directory
@@ -358,7 +384,9 @@ class PodSandboxCheck:
             result["failure"] = diagnose(step, str(exc) if isinstance(exc, StepFailed) else error_text(exc))
         finally:
             errors = self.timer.run("cleanup", self._cleanup_all)
+            # The thing under test is result["failure"]; teardown's own trouble is reported apart.
             result["cleanup_errors"] = errors
+            result["cleanup_retries"] = list(self.cleanup_retries)
             result["timings"] = dict(self.timer.seconds)
             result["total_seconds"] = round(sum(self.timer.seconds.values()), 3)
         return result

@@ -116,6 +116,13 @@ cleanup_errors:
   returned: when checked
   type: list
   elements: str
+cleanup_retries:
+  description:
+    - Teardown calls that met a transient error (a shim's ttrpc connection closed, the engine unavailable) and were
+      made again, as kubelet would; each error as it came. Not failures of the thing under test.
+  returned: when checked
+  type: list
+  elements: str
 failure:
   description: Null on success; else the step that failed and the evidence (see cri_pod_sandbox).
   returned: always

@@ -137,6 +137,13 @@ cleanup_errors:
   returned: when checked
   type: list
   elements: str
+cleanup_retries:
+  description:
+    - Teardown calls that met a transient error (a shim's ttrpc connection closed, the engine unavailable) and were
+      made again, as kubelet would; each error as it came. Not failures of the thing under test.
+  returned: when checked
+  type: list
+  elements: str
 """
 
 import os

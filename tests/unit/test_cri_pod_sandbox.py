@@ -328,3 +328,43 @@ def test_what_runc_init_wrote_to_the_containers_log_before_start_failed_is_in_th
     assert failure["evidence"] == ("UNKNOWN: failed to start containerd task: cannot start a stopped process; "
                                    "the container's log ends: reopen exec fifo: interrupted system call")
     assert_nothing_left(runtime, tmp_path)
+
+
+class ShimGoingAway(FakeRuntime):
+    """StopPodSandbox meets a shim whose ttrpc connection closed, `times` times, then works (as containerd does)."""
+
+    def __init__(self, times: int, **kwargs):
+        super().__init__(**kwargs)
+        self.times = times
+
+    def StopPodSandbox(self, request, timeout=None):
+        if self.times > 0:
+            self.times -= 1
+            self.calls.append("StopPodSandbox")
+            raise RpcError('failed to stop container "c0": failed to kill container "c0": ttrpc: closed')
+        return super().StopPodSandbox(request, timeout)
+
+
+def test_teardown_retries_a_closed_shim_and_says_so_without_failing_the_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(cri.time, "sleep", lambda seconds: None)
+    runtime = ShimGoingAway(times=1)
+    result = check(runtime, tmp_path)
+    assert result["ok"] and result["failure"] is None and result["cleanup_errors"] == []
+    assert len(result["cleanup_retries"]) == 1 and "ttrpc: closed" in result["cleanup_retries"][0]
+    assert runtime.sandboxes == {} and runtime.calls.count("StopPodSandbox") == 2
+
+
+def test_teardown_gives_up_after_its_attempts_and_reports_teardown_not_the_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(cri.time, "sleep", lambda seconds: None)
+    runtime = ShimGoingAway(times=cri.TEARDOWN_ATTEMPTS + 1)
+    result = check(runtime, tmp_path)
+    # The pod ran: the thing under test passed; teardown's own error is apart.
+    assert result["ok"] and result["failure"] is None
+    assert len(result["cleanup_errors"]) == 1 and "ttrpc: closed" in result["cleanup_errors"][0]
+    assert len(result["cleanup_retries"]) == cri.TEARDOWN_ATTEMPTS - 1
+
+
+def test_teardown_does_not_retry_what_is_not_transient(tmp_path):
+    runtime = FakeRuntime(fail={"StopContainer": "context deadline exceeded"})
+    result = check(runtime, tmp_path)
+    assert result["cleanup_retries"] == [] and runtime.calls.count("StopContainer") == 1
