@@ -202,9 +202,20 @@ def engine_settings(facts: dict) -> dict:
         else entry("overlayfs", [], "overlay mounts work"),
         "unprivileged_ports_icmp": entry(False, ["B5"], "containerd 2.x refuses them below kernel 4.11")
         if "B5" in blockers else entry(None, [], "left as containerd sets them"),
-        "no_new_keyring": entry(True, ["B6"], "joining a session keyring fails") if "B6" in blockers
-        else entry(False, [], "the runtime gives each container its own session keyring"),
+        "no_new_keyring": no_new_keyring(blockers),
     }
+
+
+# Why each keyring blocker makes the runtime keep the caller's session keyring.
+KEYRING_BLOCKERS = {"B6": "joining a session keyring fails",
+                    "B15": "session keyrings are never freed: one per container would spend the quota"}
+
+
+def no_new_keyring(blockers: set) -> dict:
+    answers = [blocker for blocker in KEYRING_BLOCKERS if blocker in blockers]
+    if not answers:
+        return entry(False, [], "the runtime gives each container its own session keyring")
+    return entry(True, answers, "; ".join(KEYRING_BLOCKERS[blocker] for blocker in answers))
 
 
 def k3s_settings(facts: dict, engine: dict) -> dict:
@@ -241,7 +252,7 @@ def relaxations(runtime: dict, adaptations: list[dict], engine: dict) -> list[di
         found.append(entry("own PID namespace instead of the pod's (opt-in)", ["B9"],
                            "containers of a pod do not see each other's processes"))
     if engine["no_new_keyring"]["value"]:
-        found.append(entry("no session keyring per container (NoNewKeyring)", ["B6"],
+        found.append(entry("no session keyring per container (NoNewKeyring)", engine["no_new_keyring"]["answers"],
                            "containers share the runtime's session keyring"))
     return found
 

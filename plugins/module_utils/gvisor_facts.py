@@ -45,6 +45,12 @@ SYSLOG_ACTION_READ_ALL = 3
 PR_CAPBSET_READ = 23
 PR_SET_CHILD_SUBREAPER = 36
 KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_DESCRIBE = 6
+# Linux frees an exited process's session keyring at once (the key GC runs within
+# milliseconds); gVisor 20240729 frees none. Waited for before calling it kept.
+KEYRING_FREE_SECONDS = 3.0
+# strerror(EDQUOT): the keyring quota is spent.
+QUOTA_SPENT = "Disk quota exceeded"
 PROC_SUPER_MAGIC = 0x9FA0
 
 CLONE_NEWNS = 0x00020000
@@ -510,6 +516,19 @@ BLOCKER_CATALOGUE = {
         ),
         fixable=True,
     ),
+    "B15": BlockerInfo(
+        title="session keyrings are never freed, so after about 200 containers no container starts",
+        error_text=(
+            "OCI runtime create failed: join keyctl `c4a129b1c990c218b77b63d988b2bd6bf2efc29ec29a93385980eeabb8fff5d3`: "
+            "Disk quota exceeded"
+        ),
+        error_pattern=r"join keyctl .*: Disk quota exceeded|unable to join session keyring: .*disk quota exceeded",
+        remedy=(
+            "let the runtime keep the caller's session keyring (containerd's runc option NoNewKeyring = true, "
+            "which passes --no-new-keyring to runc and crun); a node whose quota is spent needs its sandbox restarted"
+        ),
+        fixable=True,
+    ),
 }
 
 
@@ -574,6 +593,17 @@ def _b6_session_keyring(facts):
     if keyring.get("session_keyring_join") is not False:
         return None
     return f"keyctl(KEYCTL_JOIN_SESSION_KEYRING) failed: {keyring.get('error')}"
+
+
+def _b15_session_keyrings_kept(facts):
+    keyring = facts.get("keyring") or {}
+    if keyring.get("kept_after_exit"):
+        return (f"a session keyring joined by a process that has exited is still there after "
+                f"{KEYRING_FREE_SECONDS:.0f} s (keyctl DESCRIBE: {keyring.get('kept_answer')}): every container's "
+                f"keyring is kept, and the quota of 200 runs out")
+    if QUOTA_SPENT in (keyring.get("error") or ""):
+        return f"keyctl(KEYCTL_JOIN_SESSION_KEYRING) failed: {keyring['error']}: the keyring quota is spent already"
+    return None
 
 
 def _failed(facts: dict, name: str) -> str | None:
@@ -664,6 +694,7 @@ BLOCKER_RULES = (
     ("B12", _b12_dev_kmsg),
     ("B13", _b13_conntrack_sysctls),
     ("B14", _b14_masked_under_readonly),
+    ("B15", _b15_session_keyrings_kept),
 )
 
 
@@ -1032,15 +1063,38 @@ def set_child_subreaper() -> dict:
 def join_session_keyring() -> dict:
     """keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a new anonymous session keyring (B6).
 
-    runc joins a keyring named after the container; both go through the same
-    kernel path. The child's new keyring dies with it.
+    runc and crun join a keyring named after the container; both go through
+    the same kernel path. The child's new keyring should die with it: its
+    serial goes back to the parent, which looks whether it did (B15).
     """
     number = SYS_KEYCTL.get(platform.machine())
     if number is None:
         return outcome(None, f"keyctl syscall number unknown on {platform.machine()}")
-    if libc().syscall(number, KEYCTL_JOIN_SESSION_KEYRING, 0) < 0:
+    serial = libc().syscall(number, KEYCTL_JOIN_SESSION_KEYRING, 0)
+    if serial < 0:
         return outcome(False, errno_text(ctypes.get_errno()))
-    return outcome(True)
+    return dict(outcome(True), serial=serial)
+
+
+def session_keyring_kept(serial: int, wait: float = KEYRING_FREE_SECONDS) -> dict:
+    """Whether the keyring SERIAL, joined by a child that has exited, still exists (B15).
+
+    keyctl(KEYCTL_DESCRIBE) answers ENOKEY once a key is gone; any other answer
+    (gVisor: EACCES, as the key is no longer ours to possess) means it is kept.
+    {kept: bool, answer}: the last answer, the kernel's error text or the
+    description.
+    """
+    number = SYS_KEYCTL[platform.machine()]
+    buffer = ctypes.create_string_buffer(256)
+    deadline = time.monotonic() + wait
+    while True:
+        length = libc().syscall(number, KEYCTL_DESCRIBE, serial, buffer, len(buffer))
+        error = ctypes.get_errno() if length < 0 else 0
+        if error == errno.ENOKEY:
+            return {"kept": False, "answer": errno_text(error)}
+        if time.monotonic() >= deadline:
+            return {"kept": True, "answer": errno_text(error) if error else buffer.value.decode(errors="replace")}
+        time.sleep(0.1)
 
 
 def enter_private_mount_namespace() -> None:
@@ -1354,9 +1408,19 @@ class HostProbe:
             return outcome(None, SKIPPED)
         return outcome_from_child(run_forked(function, self.timeout))
 
+    def _keyring_outcome(self) -> dict:
+        """Joining a session keyring (B6), and whether the joined one outlives its process (B15)."""
+        if "keyring" in self.skip:
+            return {"session_keyring_join": None, "error": SKIPPED, "kept_after_exit": None, "kept_answer": None}
+        child = run_forked(join_session_keyring, self.timeout)
+        joined = outcome_from_child(child)
+        kept = session_keyring_kept(child["serial"]) if joined["works"] else {"kept": None, "answer": None}
+        return {"session_keyring_join": joined["works"], "error": joined["error"],
+                "kept_after_exit": kept["kept"], "kept_answer": kept["answer"]}
+
     def process_tests(self) -> dict:
         subreaper = self._forked_outcome("child_subreaper", set_child_subreaper)
-        keyring = self._forked_outcome("keyring", join_session_keyring)
+        keyring = self._keyring_outcome()
         if "pid_namespace_join" in self.skip:
             pid_join = outcome(None, SKIPPED)
         else:
@@ -1364,7 +1428,7 @@ class HostProbe:
         return {
             "child_subreaper": subreaper["works"],
             "child_subreaper_error": subreaper["error"],
-            "keyring": {"session_keyring_join": keyring["works"], "error": keyring["error"]},
+            "keyring": keyring,
             "pid_namespace_join": pid_join,
         }
 

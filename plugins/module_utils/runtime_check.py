@@ -310,7 +310,10 @@ class ShapeRun:
         pid_file = os.path.join(self.bundle, "pid")
         self.output = open(os.path.join(self.bundle, "output"), "w+b")
         try:
-            created = self.command("create", "--bundle", self.bundle, "--pid-file", pid_file, self.container_id)
+            # --no-new-keyring: on gVisor every session keyring is kept forever (B15), and the check
+            # runs at every converge; the probe tests keyrings itself.
+            created = self.command("create", "--no-new-keyring", "--bundle", self.bundle, "--pid-file", pid_file,
+                                   self.container_id)
             if created.returncode != 0:
                 return {"works": False, "error": f"create: {last_error_line(created.stderr)}"}
             with open(pid_file, encoding="ascii") as handle:

@@ -259,7 +259,9 @@ ansible_facts:
           type: str
           sample: "EINVAL: Invalid argument"
         keyring:
-          description: Joining a new session keyring with C(keyctl) C(KEYCTL_JOIN_SESSION_KEYRING) (B6 when false).
+          description:
+            - Joining a new session keyring with C(keyctl) C(KEYCTL_JOIN_SESSION_KEYRING) in a child (B6 when false),
+              and whether that keyring outlives the child (B15 when kept).
           returned: always
           type: dict
           contains:
@@ -269,6 +271,16 @@ ansible_facts:
               sample: true
             error:
               description: Why it failed or was not run.
+              type: str
+              sample: "EACCES: Permission denied"
+            kept_after_exit:
+              description:
+                - Whether C(KEYCTL_DESCRIBE) still finds the child's keyring 3 s after it exited (Linux frees it at
+                  once; gVisor never does); V(null) when not joined.
+              type: bool
+              sample: true
+            kept_answer:
+              description: What C(KEYCTL_DESCRIBE) last answered (ENOKEY once freed).
               type: str
               sample: "EACCES: Permission denied"
         overlayfs:

@@ -55,7 +55,7 @@ def test_gvisor_20240729_sid_facts(gvisor_sid):
     assert facts["netlink"]["route_del"]["works"] is False
 
 
-SID_BLOCKERS = {"B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14"}
+SID_BLOCKERS = {"B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15"}
 
 
 def test_gvisor_20240729_sid_blockers(gvisor_sid):
@@ -65,9 +65,12 @@ def test_gvisor_20240729_sid_blockers(gvisor_sid):
     # and B8 from runc 1.3.6, B5 in containerd 2.1.9's log, B7 on an overlay
     # mount, B9 on a CRI container joining its pod's PID namespace, B10 from
     # netlink, B11 from gVisor, B12 and B13 (files gVisor lacks), B14 from
-    # crun's masks. cap_last_cap exists on 20240729 (no B2),
+    # crun's masks, B15 from a keyring kept after its process (the soak ran
+    # out of them). cap_last_cap exists on 20240729 (no B2),
     # PR_SET_CHILD_SUBREAPER works (no B4) and so does joining a session keyring (no B6).
     assert blocker_ids(facts) == SID_BLOCKERS
+    assert facts["keyring"]["kept_after_exit"] is True, facts["keyring"]
+    assert facts["decisions"]["engine"]["no_new_keyring"]["answers"] == ["B15"]
     assert not any(b["fatal"] for b in facts["blockers"])
     for blocker in facts["blockers"]:
         assert blocker["evidence"] and blocker["remedy"] and blocker["title"]
@@ -116,7 +119,7 @@ def test_gvisor_20240729_trixie_gets_the_patched_runc(node_factory):
     assert facts["containerd"]["version"].startswith("1.7.")
     # containerd 1.7 has no kernel check (no B5); runc 1.1 has neither the
     # procfs root check (B3) nor the size-limited masking tmpfs (B8).
-    assert blocker_ids(facts) == {"B1", "B7", "B9", "B10", "B11", "B12", "B13"}
+    assert blocker_ids(facts) == {"B1", "B7", "B9", "B10", "B11", "B12", "B13", "B15"}
     assert "cannot resolve `null` under rootfs" in facts["runtime_check"]["crun"]["cri"]["error"]
     assert facts["runtime_check"]["runc"]["cri"]["works"] is True
     assert "interrupted system call" in facts["runtime_check"]["runc"]["signal_before_start"]["error"]
@@ -152,6 +155,8 @@ def test_plain_runc_container_is_not_gvisor(node_factory):
     # own (an overlay upper directory on docker's overlay2 root is refused),
     # and a container may lack /dev/kmsg and netfilter's sysctls (k3s only).
     assert blocker_ids(facts) <= {"B7", "B12", "B13"}
+    # Linux frees an exited process's keyring: no B15.
+    assert facts["keyring"]["kept_after_exit"] is False, facts["keyring"]
     assert facts["decisions"]["runtime"]["value"] in ("crun", "runc")
     assert facts["decisions"]["wrapper_adaptations"] == [] and facts["decisions"]["relaxations"] == []
 

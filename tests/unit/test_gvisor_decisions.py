@@ -59,7 +59,8 @@ def test_sid_gets_crun_which_answers_runcs_blockers_and_b1_itself():
     assert record["cni_plugin"]["value"] == "gvisor-bridge" and record["cni_plugin"]["answers"] == ["B10"]
     assert record["engine"]["snapshotter"] == {"value": "native", "answers": ["B7"], "why": "overlay mounts fail"}
     assert record["engine"]["unprivileged_ports_icmp"]["value"] is False
-    assert record["engine"]["no_new_keyring"]["value"] is False  # no B6 on gVisor 20240729
+    # gVisor 20240729 joins keyrings (no B6) but keeps every one (B15).
+    assert record["engine"]["no_new_keyring"]["value"] is True and record["engine"]["no_new_keyring"]["answers"] == ["B15"]
     assert record["errors"] == [] and record["unanswered"] == []
 
 
@@ -80,7 +81,8 @@ def test_sid_without_crun_gets_the_patched_runc_with_exactly_the_patches_its_blo
     assert "crun: not installed" in runtime["why"] and "unsafe procfs detected" in runtime["why"]
     assert [a["value"] for a in record["wrapper_adaptations"]] == ["drop_cgroup_namespace", "refuse_pid_namespace_join"]
     relaxed = {r["answers"][0] for r in record["relaxations"]}
-    assert relaxed == {"B1", "B3", "B8"}
+    # B15: no session keyring per container, as gVisor keeps every one.
+    assert relaxed == {"B1", "B3", "B8", "B15"}
 
 
 def test_a_host_that_needs_b2_gets_patch_0001():
@@ -170,6 +172,9 @@ def test_no_new_keyring_only_where_the_keyring_cannot_be_joined():
     assert "no session keyring per container (NoNewKeyring)" in [r["value"] for r in record["relaxations"]]
     # B4 is fatal there: nothing answers it.
     assert "B4" in record["unanswered"]
+    plain = decide(PLAIN)
+    assert plain["engine"]["no_new_keyring"]["value"] is False
+    assert not any("NoNewKeyring" in r["value"] for r in plain["relaxations"])
 
 
 def test_k3s_gets_the_flags_and_prestart_options_the_blockers_call_for():

@@ -176,7 +176,8 @@ OBSERVED_PLAIN = {
     "netfilter_conntrack_sysctls": True,
     "child_subreaper": True,
     "child_subreaper_error": None,
-    "keyring": {"session_keyring_join": True, "error": None},
+    "keyring": {"session_keyring_join": True, "error": None, "kept_after_exit": False,
+                "kept_answer": "ENOKEY: Required key not available"},
     "pid_namespace_join": {"works": True, "error": None},
     "overlayfs": {"works": True, "error": None},
     "tmpfs_size_options": {"works": True, "error": None},
@@ -197,7 +198,9 @@ OBSERVED_GVISOR_20240729 = {
     "netfilter_conntrack_sysctls": False,
     "child_subreaper": True,
     "child_subreaper_error": None,
-    "keyring": {"session_keyring_join": True, "error": None},
+    # Seen: gVisor frees no session keyring; DESCRIBE of an exited child's says EACCES, not ENOKEY.
+    "keyring": {"session_keyring_join": True, "error": None, "kept_after_exit": True,
+                "kept_answer": "EACCES: Permission denied"},
     "pid_namespace_join": {"works": False, "error": "setns(CLONE_NEWPID): EINVAL: Invalid argument"},
     "overlayfs": {"works": False, "error": "mount -t overlay: EINVAL: Invalid argument"},
     "tmpfs_size_options": {
@@ -569,7 +572,7 @@ def test_plain_host_has_no_blockers():
 
 def test_gvisor_20240729_sid_node():
     facts = OBSERVED_GVISOR_20240729
-    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14"]
+    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15"]
     assert "with crun" in blocker(facts, "B14")["evidence"]
     assert blocker(facts, "B3")["evidence"] == "procfs root inode is 86, runc 1.3.6+ds1 verifies st_ino == 1"
     assert "containerd is 2.1.9+unknown" in blocker(facts, "B5")["evidence"]
@@ -585,7 +588,7 @@ def test_gvisor_20240729_with_stock_bookworm_runc():
         runc=OBSERVED_GVISOR_20221219["runc"],
         containerd=OBSERVED_GVISOR_20221219["containerd"],
     )
-    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13", "B14"]
+    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13", "B14", "B15"]
 
 
 def test_gvisor_20221219_bookworm_node():
@@ -594,6 +597,19 @@ def test_gvisor_20221219_bookworm_node():
     assert blocker(facts, "B4")["evidence"] == "prctl(PR_SET_CHILD_SUBREAPER, 1) failed: EINVAL: Invalid argument"
     assert "20240729" in blocker(facts, "B4")["remedy"]
     assert "EACCES" in blocker(facts, "B6")["evidence"]
+
+
+def test_b15_a_kept_keyring_or_a_spent_quota():
+    kept = blocker(OBSERVED_GVISOR_20240729, "B15")
+    assert "still there after 3 s (keyctl DESCRIBE: EACCES: Permission denied)" in kept["evidence"]
+    spent = facts_with(OBSERVED_PLAIN, keyring={"session_keyring_join": False, "error": "EDQUOT: Disk quota exceeded",
+                                                "kept_after_exit": None, "kept_answer": None})
+    # The join fails (B6) because the quota is spent (B15).
+    assert blocker_ids(spent) == ["B6", "B15"]
+    assert "quota is spent already" in blocker(spent, "B15")["evidence"]
+    assert "B15" not in blocker_ids(OBSERVED_PLAIN)
+    # What crun said in the soak once the quota was spent.
+    assert gf.BLOCKER_CATALOGUE["B15"].matches(gf.BLOCKER_CATALOGUE["B15"].error_text)
 
 
 def test_b2_needs_runc_1_3_and_a_missing_file():
@@ -772,6 +788,8 @@ def test_live_probe_leaves_nothing_behind(live_probe):
     assert no_child_left()
     assert not os.path.exists("/sys/class/net/kgp-br") and not os.path.exists("/sys/class/net/kgp-va")
     assert facts["keyring"]["session_keyring_join"] is not None
+    # Whatever the kernel did with the child's keyring, the probe looked.
+    assert facts["keyring"]["kept_after_exit"] in (True, False) or not facts["keyring"]["session_keyring_join"]
 
 
 @needs_root_on_linux
@@ -780,7 +798,8 @@ def test_live_probe_skips():
     assert facts["overlayfs"] == {"works": None, "error": gf.SKIPPED}
     assert facts["netlink"]["available"] is False
     assert facts["pid_namespace_join"]["works"] is None
-    assert facts["keyring"] == {"session_keyring_join": None, "error": gf.SKIPPED}
+    assert facts["keyring"] == {"session_keyring_join": None, "error": gf.SKIPPED, "kept_after_exit": None,
+                                "kept_answer": None}
 
 
 @needs_root_on_linux
