@@ -14,19 +14,29 @@ VERIFY_TASK = "Run the probe pod over CRI"
 
 
 def prepare_for_site(node, summary_dir: Path) -> None:
-    """The node offline (pause image imported, not pulled); the run summary out of the work tree."""
+    """The engine's own pause image pinned (built and imported by the engine stage, never pulled: the
+    node is offline); the run summary out of the work tree."""
     node.add_host_vars(engine_sandbox_image=PAUSE, verify_summary_path=str(summary_dir / f"{node.name}.json"))
+
+
+COLLECTION = "k3s_gvisor.node."
+
+
+def task_name(task: dict) -> str:
+    """A task's name as 'role : task' (the collection's prefix dropped) or, outside a role, 'task'."""
+    name = task["task"]["name"]
+    return name[len(COLLECTION):] if name.startswith(COLLECTION) else name
 
 
 def changed_tasks(run) -> list[str]:
     """'play: task' for every task that reported a change on the run's host."""
-    return [f"{play['play']['name']}: {task['task']['name']}" for play in run.result["plays"]
+    return [f"{play['play']['name']}: {task_name(task)}" for play in run.result["plays"]
             for task in play["tasks"] if task["hosts"].get(run.host, {}).get("changed")]
 
 
 def failed_tasks(run) -> list[str]:
     """'task: message' for every task that failed on the run's host."""
-    return [f"{task['task']['name']}: {str(task['hosts'][run.host].get('msg'))[:2000]}"
+    return [f"{task_name(task)}: {str(task['hosts'][run.host].get('msg'))[:2000]}"
             for play in run.result["plays"] for task in play["tasks"]
             if task["hosts"].get(run.host, {}).get("failed")]
 

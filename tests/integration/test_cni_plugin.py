@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """gvisor-bridge, the CNI plugin for gVisor hosts, on a real gVisor 20240729 node.
 
-site.yml's probe and runtime stages build and install it (the probe's netlink
-facts decide); then it is run the way containerd runs a plugin: CNI_COMMAND,
-CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and CNI_PATH in the environment, the
-network configuration on stdin, pod namespaces made with `ip netns add`, and
-addresses from the standard host-local plugin it delegates to.
+site.yml's probe and runtime stages build and install it (the probe's
+decision record names it where netlink cannot delete routes, B10); then it is
+run the way containerd runs a plugin: CNI_COMMAND, CNI_CONTAINERID,
+CNI_NETNS, CNI_IFNAME and CNI_PATH in the environment, the network
+configuration on stdin, pod namespaces made with `ip netns add`, and
+addresses from host-local's allocator, which is linked in: CNI_PATH holds no
+IPAM plugin (the node images have no CNI plugins; the runtime stage installs
+gvisor-bridge and upstream's loopback plugin, nothing else).
 """
 
 from __future__ import annotations
@@ -92,6 +95,16 @@ def tcp_reply(node, server_ns: str | None, client_ns: str | None, address: str, 
     return client.stdout.strip()
 
 
+def json_documents(text: str) -> list:
+    """The JSON documents printed one after another (the plugin indents its results)."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+    return documents
+
+
 def make_pods(node, *pods: str) -> None:
     for pod in pods:
         assert sh(node, f"ip netns add {pod}").returncode == 0
@@ -102,8 +115,10 @@ def node(node_factory):
     node = node_factory("cni-plugin")
     run = node.playbook("site.yml", "--tags", "probe,runtime")
     assert run.returncode == 0, run.stderr + str(run.result.get("stats"))
-    recorded = run.task("Record the CNI plugin the engine's network config names on this host")
-    assert recorded["ansible_facts"]["runc_gvisor_cni"]["plugin"] == "gvisor-bridge"
+    recorded = run.task("Record what the runtime is on this host")["ansible_facts"]["runc_gvisor_result"]
+    assert recorded["cni"] == {"plugin": "gvisor-bridge", "bin_dir": CNI_PATH}
+    # host-local's allocator is linked in: no IPAM plugin is there to run.
+    assert node.exec("test", "-e", f"{CNI_PATH}/host-local").returncode == 1
     return node
 
 
@@ -111,6 +126,7 @@ def test_version_lists_the_spec_versions(node):
     call = cni(node, "VERSION", "unused", {"cniVersion": "1.0.0"})
     assert call.returncode == 0, call
     assert call.output["supportedVersions"] == ["0.4.0", "1.0.0"]
+    assert node.exec(PLUGIN, "--version").stdout.startswith("gvisor-bridge ")
 
 
 def test_two_pods_talk_tcp_over_their_ips_and_del_cleans_up(node):
@@ -191,7 +207,7 @@ def test_twenty_adds_at_once_get_unique_addresses_all_released_by_del(node):
         cat ./*.out
         """)
     added = sh(node, f"cat > /tmp/burst.sh <<'EOF'\n{script}EOF\nsh /tmp/burst.sh ADD")
-    results = [json.loads(line) for line in added.stdout.splitlines()]
+    results = json_documents(added.stdout)
     assert len(results) == 20 and all("ips" in r for r in results), added.stdout
     addresses = [pod_address(r) for r in results]
     assert len(set(addresses)) == 20
@@ -209,32 +225,53 @@ def test_a_failed_add_gives_its_address_back(node):
     call = cni(node, "ADD", "pod-e", network_config(), netns="/run/netns/no-such-pod")
     assert call.returncode == 1
     assert call.output["code"] == 5 and "/run/netns/no-such-pod" in call.output["msg"], call
+    assert "network namespace" in call.output["msg"], call
     assert host_veths(node) == []
     assert reservations(node) == []
 
 
 @pytest.mark.parametrize("change,code,words", [
-    ({"cniVersion": "0.3.1"}, 1, "supports 0.4.0, 1.0.0"),
-    ({"ipam": {}}, 7, "ipam.type is missing"),
-    ({"bridge": "a-bridge-name-too-long"}, 7, "longer than 15 bytes"),
-    ({"ipam": {"type": "no-such-ipam"}}, 7, 'IPAM plugin "no-such-ipam" is not in CNI_PATH'),
+    # skel's version check: the message says what, the details why.
+    ({"cniVersion": "0.3.1"}, 1, 'incompatible CNI versions config is "0.3.1", plugin supports ["0.4.0" "1.0.0"]'),
+    ({"ipam": {}}, 7, "ipam.type is missing (gvisor-bridge does host-local)"),
+    ({"bridge": "a-bridge-name-too-long"}, 7, "interface name is too long"),
+    # No other IPAM plugin is run (none is installed, and none but host-local was tried on gVisor).
+    ({"ipam": {"type": "no-such-ipam"}}, 7, 'ipam.type "no-such-ipam" is not supported'),
 ])
 def test_bad_config_is_refused_naming_what_and_the_host_is_untouched(node, change, code, words):
     make_pods(node, "pod-f")
-    links_before = links(node)
-    call = cni(node, "ADD", "pod-f", {**network_config(), "bridge": "kgbad0", **change})
-    assert call.returncode == 1
-    assert call.output["code"] == code and words in call.output["msg"], call
-    assert links(node) == links_before
-    assert reservations(node) == []
-    sh(node, "ip netns del pod-f")
+    try:
+        links_before = links(node)
+        call = cni(node, "ADD", "pod-f", {**network_config(), "bridge": "kgbad0", **change})
+        assert call.returncode == 1
+        said = " ".join(filter(None, (call.output.get("msg"), call.output.get("details"))))
+        assert call.output["code"] == code and words in said, call
+        assert links(node) == links_before
+        assert reservations(node) == []
+    finally:
+        sh(node, "ip netns del pod-f")
 
 
 def test_a_plain_kernel_keeps_the_standard_plugins(node_factory):
+    """No B10 on a plain kernel: the record names the standard bridge plugin, the runtime stage installs
+    neither gvisor-bridge nor loopback, and the engine stage installs Debian's containernetworking-plugins."""
     plain = node_factory("cni-plain", runtime="runc")
-    run = plain.playbook("site.yml", "--tags", "probe,runtime")
+    run = plain.playbook("site.yml", "--tags", "probe,runtime,engine")
     assert run.returncode == 0, run.stderr + str(run.result.get("stats"))
-    recorded = run.task("Record the CNI plugin the engine's network config names on this host")
-    assert recorded["ansible_facts"]["runc_gvisor_cni"]["plugin"] == "bridge"
+    facts = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]
+    assert "B10" not in {b["id"] for b in facts["blockers"]}
+    assert facts["decisions"]["cni_plugin"]["value"] == "bridge"
+    recorded = run.task("Record what the runtime is on this host")["ansible_facts"]["runc_gvisor_result"]
+    assert recorded["cni"]["plugin"] == "bridge"
     assert plain.exec("test", "-e", PLUGIN).returncode == 1
-    assert plain.exec("test", "-x", f"{CNI_PATH}/bridge").returncode == 0
+    # Nothing of ours in CNI_PATH: the runtime stage recorded no plugin as its own.
+    installed = json.loads(plain.exec("cat", "/etc/runc-gvisor/installed.json").stdout)
+    assert not [path for path in installed["files"] if path.startswith(CNI_PATH)], installed
+    # The engine stage brought the standard plugins from the host's apt (loopback among them), and its
+    # network names bridge.
+    assert plain.exec("dpkg-query", "-W", "-f", "${Status}", "containernetworking-plugins").stdout == "install ok installed"
+    assert plain.exec("dpkg", "-S", f"{CNI_PATH}/loopback").stdout.startswith("containernetworking-plugins:")
+    for plugin in ("bridge", "host-local", "loopback"):
+        assert plain.exec("test", "-x", f"{CNI_PATH}/{plugin}").returncode == 0, plugin
+    conflist = json.loads(plain.exec("cat", "/etc/cni/net.d/10-k3s-gvisor.conflist").stdout)
+    assert [plugin["type"] for plugin in conflist["plugins"]] == ["bridge"]

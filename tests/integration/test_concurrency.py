@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Twenty pod sandboxes at once on one gVisor 20240729 node, through the full
-stack: CRI -> containerd 2.1.9 -> runc-gvisor -> patched runc 1.3.6 (sid
-image, container_engine=containerd, converged by site.yml).
+stack: CRI -> containerd 2.1.9 -> runc-gvisor -> the runtime the probe's
+decision record chose, crun 1.28 (sid image, container_engine=containerd,
+converged by site.yml), and again with the patched runc 1.3.6 forced
+(runc_gvisor_runtime=runc-patched: 0002 0003 0005).
 
 tests/integration/cri_burst.py runs on the node with the CRI client's venv
 and the verify role's own PodSandboxCheck, twenty of them released together:
@@ -10,8 +12,8 @@ its log and removes both. Every sandbox must reach READY, every probe run
 and every pod be removed without an error, and afterwards the node must
 hold exactly what it held before. (One pod of twenty used to fail with
 "cannot start a stopped process": runc init died of an EINTR gVisor returns
-from a blocking FIFO open; runc patch 0005 retries it, see
-docs/RELIABILITY.md.) Counted (cri_burst.count_node): CRI
+from a blocking FIFO open (B11); runc patch 0005 retries it, crun's init
+takes no signals while it waits, see docs/RELIABILITY.md.) Counted (cri_burst.count_node): CRI
 sandboxes and containers; runc state directories under containerd's runc
 root for k8s.io; mountinfo lines under /run/containerd and
 /var/lib/containerd (task rootfs, snapshotter directories); cgroup
@@ -42,17 +44,18 @@ pytestmark = pytest.mark.slow
 PODS = 20
 SHIPPED = "/tmp/k3s-gvisor-burst"
 # The verify role's CRI code and what it imports, as Ansible names them.
-MODULE_UTILS = ("gvisor_facts", "oci_image", "verify_images", "cri_pod_sandbox")
+MODULE_UTILS = ("gvisor_facts", "runtime_check", "oci_image", "verify_images", "cri_pod_sandbox")
 # Seconds each CRI call and wait may take with twenty pods on two shared cores.
 CALL_TIMEOUT = 300
 BURST_TIMEOUT = 1200
 
 
-def ship_burst(node) -> None:
-    """cri_burst.py and the module_utils it imports, written from inside the node (see docs/NODES.md)."""
+def ship_burst(node, scripts=("cri_burst.py",)) -> None:
+    """SCRIPTS (of tests/integration) and the module_utils they import, written from inside the node (see docs/NODES.md)."""
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
-        tar.add(REPO / "tests/integration/cri_burst.py", arcname="cri_burst.py")
+        for script in scripts:
+            tar.add(REPO / "tests/integration" / script, arcname=script)
         for name in MODULE_UTILS:
             tar.add(REPO / "plugins" / "module_utils" / f"{name}.py",
                     arcname=f"ansible_collections/k3s_gvisor/node/plugins/module_utils/{name}.py")
@@ -60,11 +63,18 @@ def ship_burst(node) -> None:
                    input=archive.getvalue(), check=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def burst(node_factory, tmp_path_factory):
-    node = node_factory("conc-sid", image="sid")
+# The runtime behind runc-gvisor: the record's own choice on sid, and the patched runc forced.
+RUNTIMES = {"crun": (), "runc-patched": ("-e", "runc_gvisor_runtime=runc-patched")}
+
+
+@pytest.fixture(scope="module", params=sorted(RUNTIMES))
+def burst(request, node_factory, tmp_path_factory):
+    node = node_factory(f"conc-sid-{request.param}", image="sid")
     prepare_for_site(node, tmp_path_factory.mktemp("summary"))
-    assert_verified(node.playbook("site.yml"))
+    run = node.playbook("site.yml", *RUNTIMES[request.param])
+    assert_verified(run)
+    runtime = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]["decisions"]["runtime"]
+    assert runtime["value"] == request.param, runtime
     ship_burst(node)
     try:
         proc = subprocess.run(
@@ -79,7 +89,7 @@ def burst(node_factory, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     totals = [result["total_seconds"] for result in report["results"]]
-    print(f"\n{PODS} pods at once: burst {report['burst_seconds']} s, per pod median {statistics.median(totals)} s, "
+    print(f"\n{request.param}: {PODS} pods at once: burst {report['burst_seconds']} s, per pod median {statistics.median(totals)} s, "
           f"max {max(totals)} s; settled in {report['settle_seconds']} s\nbefore {report['before']}\n"
           f"peak   {report['peak']}\nafter  {report['after']}")
     return node, report

@@ -4,8 +4,9 @@
 For each node image (sid: containerd 2.1.9; trixie: containerd 1.7.24), the
 image's own /etc/containerd/config.toml, its `containerd config default`, an
 empty file and the hand-edited fixtures are merged with the module's logic
-(the pure function, called here), written into a throwaway container started
-with plain runc, and read back with `containerd --config FILE config dump`.
+(the pure function the action plugin runs on the controller, called here),
+written into a throwaway container started with plain runc, and read back
+with `containerd --config FILE config dump`.
 The dump is containerd's view after its own decoding (and, on containerd 2.x,
 after converting a version 2 file to version 3), so the assertions check the
 keys containerd actually sees. A key containerd does not know would be
@@ -33,11 +34,17 @@ IMAGES = {"sid": "k3s-gvisor/node:sid", "trixie": "k3s-gvisor/node:trixie"}
 # What the field notes and the probe saw in these images.
 EXPECTED_CONTAINERD = {"sid": "2.1.9", "trixie": "1.7.24"}
 SANDBOX_IMAGE = "k3s-gvisor/pause:3.10"
+# What the engine sets on a gVisor 20240729 node from its decision record: the
+# native snapshotter (B7), unprivileged ports and ICMP off (B5), its own pause
+# image. Its keyring setting is a record's without B6 or B15 (each container
+# keeps its own session keyring); KEYRING below is the other.
 GVISOR = ct.GvisorSettings(
     snapshotter="native",
     unprivileged_ports_icmp=False,
     sandbox_image=SANDBOX_IMAGE,
 )
+# A host whose record names B6 or B15 (gVisor 20221219 fails the join; 20240729 keeps every keyring).
+KEYRING = ct.GvisorSettings(snapshotter="native", unprivileged_ports_icmp=False, no_new_keyring=True)
 SEPARATOR = "\n=====8<=====k3s-gvisor=====8<=====\n"
 ABSENT = "k3s-gvisor: no /etc/containerd/config.toml"
 
@@ -134,13 +141,24 @@ def test_containerd_reads_every_merged_config(node_image):
         ours = view["runtimes"]["runc-gvisor"]
         assert ours["runtime_type"] == "io.containerd.runc.v2", source
         assert ours["options"]["BinaryName"] == "/usr/local/bin/runc-gvisor", source
-        assert ours["options"]["NoNewKeyring"] is True, source
+        assert ours["options"].get("NoNewKeyring", False) is False, source
         assert ours["options"]["SystemdCgroup"] is False, source
         assert view["snapshotter"] == "native", source
         assert view["ports"] is False and view["icmp"] is False, source
         assert view["sandbox"] == SANDBOX_IMAGE, source
         # The stock runc runtime is still there, as it was.
         assert view["runtimes"]["runc"]["runtime_type"] == "io.containerd.runc.v2", source
+
+
+def test_no_new_keyring_only_where_the_record_asks_for_it(node_image):
+    """B6's and B15's answer (a relaxation) reaches containerd, and is taken back when the record no longer names it."""
+    name, image, version, _shipped, default = node_image
+    relaxed = ct.merge_containerd_config(default, KEYRING, version).text
+    view = gvisor_view(tomllib.loads(config_dump(image, relaxed).stdout))
+    assert view["runtimes"]["runc-gvisor"]["options"]["NoNewKeyring"] is True
+    kept = ct.merge_containerd_config(relaxed, GVISOR, version).text
+    view = gvisor_view(tomllib.loads(config_dump(image, kept).stdout))
+    assert view["runtimes"]["runc-gvisor"]["options"].get("NoNewKeyring", False) is False
 
 
 def test_the_shipped_config_keeps_its_own_settings(node_image):

@@ -22,16 +22,18 @@ import collections
 
 import pytest
 
-from site_runs import assert_verified, changed_tasks, prepare_for_site
+from site_runs import assert_verified, changed_tasks, prepare_for_site, task_name
 
 # Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
 pytestmark = pytest.mark.slow
 
 ROLES = ("gvisor_preflight", "runc_gvisor", "engine", "verify")
-# Everything site.yml writes on a containerd node (roles' defaults and vars).
+# Everything site.yml writes on a containerd node (roles' defaults and vars): the wrapper and its
+# profile, the CNI plugins and the pod network's config, the supervisor with its state, log and
+# recorded commands, containerd's config, the CRI client, the pods' logs.
 WRITTEN = ("/usr/local/bin/runc-gvisor", "/usr/local/lib/runc-gvisor", "/etc/runc-gvisor", "/usr/lib/cni",
-           "/usr/local/bin/k3s-gvisor-supervise", "/run/k3s-gvisor", "/var/log/k3s-gvisor", "/etc/containerd",
-           "/opt/k3s-gvisor", "/var/log/pods")
+           "/etc/cni", "/var/lib/cni", "/usr/local/bin/k3s-gvisor-supervise", "/run/k3s-gvisor",
+           "/var/log/k3s-gvisor", "/var/lib/k3s-gvisor", "/etc/containerd", "/opt/k3s-gvisor", "/var/log/pods")
 NODE_STATE = (
     f"find {' '.join(WRITTEN)} -printf '%p %y %m %s %T@\\n' 2>/dev/null | sort; "
     "echo '--- packages'; dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\\n'; "
@@ -40,8 +42,9 @@ NODE_STATE = (
 )
 # Bookkeeping of the daemon itself (log lines, its state file), not of a run.
 DAEMON_OWN = ("/var/log/k3s-gvisor/", "/run/k3s-gvisor/")
-# The probe pod's log directory comes and goes in every run, which touches its parent.
-POD_LOG_ROOT = ("/var/log/pods d ",)
+# The probe pods' log directories and host-local's lock and reservations come and go in every run,
+# which touches their parents.
+POD_LOG_ROOT = ("/var/log/pods d ", "/var/lib/cni/networks/k3s-gvisor")
 
 
 def node_state(node, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -104,7 +107,7 @@ def test_3_a_second_converge_changes_nothing(node, first_converge):
     run = node.playbook("site.yml")
     assert_verified(run)
     assert run.stats["changed"] == 0, changed_tasks(run)
-    ran = {task["task"]["name"].split(" : ", 1)[0] for play in run.result["plays"] for task in play["tasks"]}
+    ran = {task_name(task).split(" : ", 1)[0] for play in run.result["plays"] for task in play["tasks"]}
     assert set(ROLES) <= ran, ran
     assert node_state(node, ignore=DAEMON_OWN + POD_LOG_ROOT) == before
 

@@ -7,11 +7,13 @@ script that prints a version for `--version`, and for `server`/`agent`
 records its argv and the config.yaml it would read, then sleeps. It is NOT
 k3s and runs no pods. What these tests prove is what the role does around
 k3s on a gVisor host: the checksummed install, config.yaml with the flags
-the probe asks for, the containerd template for the release, the token
-(made once, 0600, never printed), a server and an agent that joins it, k3s
-under the supervisor (argv, restart after kill -9, restart on a config
-change and only then), check mode, and reset. Not proven here: that a real
-k3s starts with these flags inside gVisor.
+the probe's decision record names (and the pinned pause image), the
+containerd template for the release with the runtime's wrapper in it, the
+token (made once, 0600, never printed), a server and an agent that joins it,
+k3s under the supervisor (argv, restart after kill -9, restart on a config
+change and only then), the pause image made and imported through `k3s ctr`
+(the stand-in keeps an image store for it), check mode, and reset. Not
+proven here: that a real k3s starts with these flags inside gVisor.
 
 Nodes: a server and an agent in one inventory (module-scoped, shared by the
 tests in file order, reset last), and a fresh node for check mode.
@@ -30,6 +32,7 @@ import pytest
 import yaml
 
 from conftest import REPO, VENV_BIN, PlaybookRun
+from site_runs import task_name
 
 STAGES = ("--tags", "probe,runtime,engine")
 STANDIN = REPO / "tests" / "fixtures" / "k3s-standin" / "k3s"
@@ -40,6 +43,9 @@ TOKEN_FILE = "/var/lib/rancher/k3s-gvisor/token"
 TEMPLATE_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
 SUPERVISE = "/usr/local/bin/k3s-gvisor-supervise"
 STANDIN_RUN = "/var/lib/rancher/k3s/stand-in/run.json"
+STANDIN_IMAGES = "/var/lib/rancher/k3s/stand-in/images.json"
+PAUSE = "localhost/k3s-gvisor/pause:1"
+PROBE_TASK = "Probe the host and decide what it needs"
 # What a converge leaves and reset must remove (the runtime's own paths are
 # test_engine's to check).
 K3S_PATHS = [K3S, "/usr/local/bin/k3s-gvisor-prestart", "/etc/systemd/system/k3s.service",
@@ -59,7 +65,6 @@ class Cluster:
         self.inventory = workdir / f"cluster-{servers[0].name}.yml"
         common = {"ansible_connection": "community.docker.docker",
                   "ansible_python_interpreter": "/usr/bin/python3",
-                  "runc_gvisor_build_image": "k3s-gvisor/node:sid",
                   "container_engine": "k3s",
                   "engine_k3s_local_file": str(standin),
                   "engine_k3s_sha256": {"amd64": sha256(standin)}}
@@ -84,12 +89,14 @@ class Cluster:
 
 
 def changed_tasks(run: PlaybookRun, role: str | None = None) -> list[str]:
+    """'role : task' of every changed task (of ROLE's only, when given)."""
     names = []
     for play in run.result["plays"]:
         for task in play["tasks"]:
             result = task["hosts"].get(run.host, {})
-            if result.get("changed") and (role is None or task["task"]["name"].startswith(f"{role} : ")):
-                names.append(task["task"]["name"])
+            name = task_name(task)
+            if result.get("changed") and (role is None or name.startswith(f"{role} : ")):
+                names.append(name)
     return names
 
 
@@ -132,6 +139,14 @@ def cluster(node_factory, standin, tmp_path_factory):
     return cluster
 
 
+@pytest.fixture(scope="module")
+def record(cluster):
+    """The decision record of the server (the agent's is the same image's), from a probe-only run."""
+    run = cluster.play("playbooks/probe.yml")[cluster.servers[0].name]
+    assert run.returncode == 0, run.stderr
+    return run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["decisions"]
+
+
 def test_check_mode_on_a_fresh_node_runs_through_and_changes_nothing(node_factory, standin, tmp_path_factory):
     node = node_factory("k3s-check")
     cluster = Cluster([node], [], tmp_path_factory.mktemp("k3s-check"), standin)
@@ -156,10 +171,14 @@ def test_k3s_is_installed_with_its_checksum(cluster, standin):
         assert node.exec(K3S, "--version").stdout.startswith(f"k3s version {K3S_VERSION} ")
 
 
-def test_server_config_has_the_flags_the_probe_asks_for(cluster):
+def test_server_config_has_the_flags_the_record_names(cluster, record):
     server = cluster.servers[0]
     config = yaml.safe_load(read(server, CONFIG))
+    for flag in record["k3s"]["flags"]:
+        assert {key: config.get(key) for key in flag["value"]} == flag["value"], flag
+    assert {answer for flag in record["k3s"]["flags"] for answer in flag["answers"]} == {"B7", "B13"}
     assert config["snapshotter"] == "native"  # B7 on this node
+    assert config["pause-image"] == PAUSE  # the engine's own pause image, pinned
     assert config["flannel-backend"] == "none"
     # No /proc/sys/net/netfilter on gVisor (the probe's netfilter_conntrack_sysctls).
     assert config["kube-proxy-arg"] == ["conntrack-max-per-core=0", "conntrack-tcp-timeout-established=0",
@@ -187,13 +206,15 @@ def test_containerd_template_for_the_release(cluster):
         assert exists(node, [f"{TEMPLATE_DIR}/config-v3.toml.tmpl", f"{TEMPLATE_DIR}/config.toml.tmpl"]) == {
             f"{TEMPLATE_DIR}/config-v3.toml.tmpl": True, f"{TEMPLATE_DIR}/config.toml.tmpl": False}
         template = read(node, f"{TEMPLATE_DIR}/config-v3.toml.tmpl")
+        assert "[%" not in template and "%]" not in template  # Jinja rendered every variable
         assert '{{ template "base" . }}' in template
         assert 'BinaryName = "/usr/local/bin/runc-gvisor"' in template
         assert 'default_runtime_name = "runc-gvisor"' in template
         assert 'ne .NodeConfig.AgentConfig.Snapshotter "native"' in template  # checked against B7
 
 
-def test_k3s_runs_under_the_supervisor_with_its_role(cluster):
+def test_k3s_runs_under_the_supervisor_with_its_role(cluster, record):
+    assert [option["value"] for option in record["k3s"]["prestart"]] == ["--dev-kmsg"]  # B12
     for node, role in ((cluster.servers[0], "server"), (cluster.agents[0], "agent")):
         code, state = supervised_k3s(node)
         assert code == 0, state
@@ -205,6 +226,14 @@ def test_k3s_runs_under_the_supervisor_with_its_role(cluster):
         root = [line for line in mountinfo if line.split()[4] == "/"][-1]
         assert " shared:" in root  # mount --make-rshared /
         assert any(line.split()[4] == "/dev/kmsg" for line in mountinfo)  # /dev/null bound over it
+
+
+def test_the_pause_image_is_made_and_imported_through_k3s_ctr(cluster):
+    for node in cluster.nodes:
+        store = json.loads(read(node, STANDIN_IMAGES))
+        assert list(store) == [PAUSE] and store[PAUSE].startswith("sha256:"), store
+        listed = node.exec(K3S, "ctr", "--namespace", "k8s.io", "images", "ls", f"name=={PAUSE}").stdout
+        assert store[PAUSE] in listed, listed
 
 
 def test_token_is_never_printed_and_kept_0600(cluster):

@@ -48,9 +48,12 @@ from conftest import REPO, VENV_BIN, runtime_registered
 TEMPLATES = REPO / "roles" / "engine" / "templates"
 FIXTURES = REPO / "tests" / "fixtures" / "k3s-base"
 
-RUNTIME = "runc-gvisor"
-WRAPPER = "/usr/local/bin/runc-gvisor"
-PAUSE_PINNED = "localhost/k3s-gvisor/pause:3.10"
+ROLE_DEFAULTS = yaml.safe_load((REPO / "roles" / "engine" / "defaults" / "main.yml").read_text())
+RUNTIME = ROLE_DEFAULTS["engine_runtime_name"]
+# The runtime role's wrapper, which the engine role passes to the templates (runc_gvisor_result.wrapper).
+WRAPPER = yaml.safe_load((REPO / "roles" / "runc_gvisor" / "defaults" / "main.yml").read_text())["runc_gvisor_wrapper_path"]
+# The engine's own pause image (built and imported by the engine stage), pinned on offline hosts.
+PAUSE_PINNED = ROLE_DEFAULTS["engine_sandbox_image"]
 PAUSE_K3S_DEFAULT = "rancher/mirrored-pause:3.6"
 
 
@@ -69,14 +72,16 @@ V2 = Schema("v2", "config.toml.tmpl", "base-v2.toml.tmpl", "k3s-gvisor/node:trix
             "io.containerd.grpc.v1.cri")
 SCHEMAS = {schema.name: schema for schema in (V3, V2)}
 
-# The engine role's variables for two kinds of host, as the probe would set them.
+# The variables the engine role gives the templates on two kinds of host, from their decision records
+# (snapshotter, unprivileged ports and ICMP, keyrings) and its own settings (the pinned pause image).
 HOST_VARS = {
     # gVisor 20240729: overlay mounts fail (B7), uname 4.4.0 (B5), offline.
+    # It keeps every session keyring (B15): containers keep the shim's.
     "gvisor": {"engine_snapshotter": "native", "engine_unprivileged_ports_icmp": False,
-               "engine_sandbox_image": PAUSE_PINNED},
+               "engine_sandbox_image": PAUSE_PINNED, "engine_no_new_keyring": True},
     # A plain kernel with working overlayfs and a registry in reach.
     "plain": {"engine_snapshotter": "overlayfs", "engine_unprivileged_ports_icmp": True,
-              "engine_sandbox_image": ""},
+              "engine_sandbox_image": "", "engine_no_new_keyring": False},
 }
 COMMON_VARS = {"engine_runtime_name": RUNTIME, "engine_wrapper_path": WRAPPER}
 
@@ -299,7 +304,7 @@ def test_containerd_accepts_it(ansible_rendered, go_render, schema, host, flag):
     dump = tomllib.loads(proc.stdout)
     cri = dump["plugins"][schema.cri]
     runtimes = cri["containerd"]["runtimes"]
-    wanted_options = {"BinaryName": WRAPPER, "NoNewKeyring": True,
+    wanted_options = {"BinaryName": WRAPPER, "NoNewKeyring": HOST_VARS[host]["engine_no_new_keyring"],
                       "SystemdCgroup": data["SystemdCgroup"]}
 
     ours = runtimes[RUNTIME]

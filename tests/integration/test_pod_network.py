@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Pod networking on a real gVisor 20240729 node (sid: containerd 2.1.9), container_engine=containerd.
 
-site.yml converges the node with the defaults: the engine writes the pod
-network's CNI config for gvisor-bridge (role runc_gvisor's choice on gVisor),
-and verify (verify_network auto -> pod) runs the probe pod on the pod network
+site.yml converges the node with the defaults: the probe's decision record
+names gvisor-bridge (B10: netlink cannot delete routes), the runtime stage
+installs it and upstream's loopback plugin (the image has no CNI plugins),
+the engine writes the pod network's CNI config for it, and verify (verify_network auto -> pod) runs the probe pod on the pod network
 and then two pods that exchange TCP over their pod IPs while the node reaches
 one of them. Afterwards no veth, reservation or pod is left; reset removes the
 config and host-local's directory.
@@ -63,7 +64,12 @@ def pod_traces(node) -> dict:
 
 def test_the_engine_wrote_the_gvisor_bridge_network(converged):
     node, run, _ = converged
-    assert run.task("Probe the host")  # the probe ran; runc_gvisor chose the plugin from it
+    decision = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]["decisions"]["cni_plugin"]
+    assert decision["value"] == "gvisor-bridge" and decision["answers"] == ["B10"], decision
+    for plugin in ("gvisor-bridge", "loopback"):
+        assert node.exec("test", "-x", f"/usr/lib/cni/{plugin}").returncode == 0, plugin
+    # No IPAM plugin: the pods' addresses come from host-local's allocator, linked into gvisor-bridge.
+    assert node.exec("test", "-e", "/usr/lib/cni/host-local").returncode == 1
     conflist = json.loads(node.exec("cat", CONFLIST).stdout)
     (plugin,) = conflist["plugins"]
     assert conflist["name"] == "k3s-gvisor" and conflist["cniVersion"] == "1.0.0"
@@ -99,9 +105,9 @@ def test_nothing_is_left_and_a_second_check_passes_the_same(converged):
     assert leftovers(node) == before
 
 
-def test_reset_removes_the_network_config_and_reservations(converged):
+def test_reset_removes_the_network_config_reservations_and_plugins(converged):
     node, _, _ = converged
     run = node.playbook("playbooks/reset.yml")
     assert run.returncode == 0, failed_tasks(run)
-    assert node.exec("test", "-e", CONFLIST).returncode == 1
-    assert node.exec("test", "-e", IPAM_DIR).returncode == 1
+    for path in (CONFLIST, IPAM_DIR, "/usr/lib/cni/gvisor-bridge", "/usr/lib/cni/loopback"):
+        assert node.exec("test", "-e", path).returncode == 1, path

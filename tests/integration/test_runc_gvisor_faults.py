@@ -5,13 +5,15 @@ build whose content no longer matches its recorded sha256 fails the run
 before anything is installed, naming the file and both checksums.
 
 One test, in order, because each step starts from what the one before left:
-a build cache of its own (never the user's), empty at first.
+a build cache of its own (never the user's), empty at first. The nodes are
+sid nodes with runc_gvisor_runtime=runc-patched (by default the record
+chooses crun there, which needs no build): the patched runc 1.3.6 with
+0002 0003 0005, built natively from its Go module on the controller.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -19,23 +21,32 @@ import time
 from pathlib import Path
 
 from conftest import REPO, VENV_BIN
+from site_runs import task_name
 
 # The build task's name starts so, whatever else the role builds beside runc.
 BUILD_TASK = "Build the patched runc"
 INSTALLED = ["/usr/local/lib/runc-gvisor/runc", "/usr/local/bin/runc-gvisor", "/etc/runc-gvisor/profile.json"]
+STAGE_ARGS = ("--tags", "probe,runtime", "-e", "runc_gvisor_runtime=runc-patched")
+
+
+def stage_args(cache: Path) -> tuple[str, ...]:
+    return (*STAGE_ARGS, "-e", f"runc_gvisor_cache_dir={cache}")
 
 
 def runtime_stage(node, cache: Path) -> list[str]:
-    return [str(VENV_BIN / "ansible-playbook"), "-i", str(node.inventory), str(REPO / "site.yml"),
-            "--tags", "probe,runtime", "-e", f"runc_gvisor_cache_dir={cache}"]
+    return [str(VENV_BIN / "ansible-playbook"), "-i", str(node.inventory), str(REPO / "site.yml"), *stage_args(cache)]
 
 
 def build_result(run) -> dict:
-    """The build module's result: it runs once, for the first host of the play."""
+    """The build module's result for the one patch set (0002 0003 0005): it runs once, for the first host
+    of the play, in a loop over the fleet's patch sets."""
     for play in run.result["plays"]:
         for task in play["tasks"]:
             if task["task"]["name"].split(" : ", 1)[-1].startswith(BUILD_TASK):
-                return next(iter(task["hosts"].values()))
+                (result,) = task["hosts"].values()
+                (item,) = result["results"]
+                assert [name[:4] for name in item["item"]] == ["0002", "0003", "0005"], item["item"]
+                return item
     raise AssertionError(f"no task {BUILD_TASK}... ran")
 
 
@@ -53,15 +64,29 @@ def partial_builds(kind_dir: Path) -> list[str]:
     return sorted(p.name for p in kind_dir.iterdir() if p.name.startswith(".partial-")) if kind_dir.is_dir() else []
 
 
-def remove_build_containers(cache: Path) -> None:
-    """The docker build a killed play leaves running (its client died, not it)."""
-    ids = subprocess.run(["docker", "ps", "-q"], capture_output=True, text=True, check=True).stdout.split()
-    if not ids:
-        return
-    for container in json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
-                                                check=True).stdout):
-        if any(mount["Source"].startswith(str(cache)) for mount in container["Mounts"]):
-            subprocess.run(["docker", "rm", "-f", container["Id"]], capture_output=True, check=False)
+def build_processes(cache: Path) -> list[int]:
+    """Processes of the native build (the build script, go, the compilers) working in this test's cache."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if str(cache) in cmdline or cwd.startswith(str(cache)):
+            found.append(int(pid))
+    return found
+
+
+def stop_build_processes(cache: Path) -> list[int]:
+    """What of the killed play's build is still running, killed (each by its pid: they are this test's)."""
+    left = build_processes(cache)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
 
 
 def kill_during_runc_build(node, cache: Path) -> None:
@@ -90,10 +115,11 @@ def test_killed_build_is_rebuilt_and_a_corrupted_cache_installs_nothing(node_fac
         assert complete_builds(cache / "runc") == [], "a killed build was taken for a finished one"
         assert installed_state(node) == before, "something was installed before the build finished"
     finally:
-        remove_build_containers(cache)
+        left = stop_build_processes(cache)
+        print(f"\nbuild processes left by the killed play: {len(left)}")
 
     # 2. The next run removes the leftover, builds again and installs that build.
-    rerun = node.playbook("site.yml", "--tags", "probe,runtime", "-e", f"runc_gvisor_cache_dir={cache}")
+    rerun = node.playbook("site.yml", *stage_args(cache))
     assert rerun.returncode == 0, rerun.stderr
     build = build_result(rerun)
     assert build["runc"]["built"] is True
@@ -112,14 +138,13 @@ def test_killed_build_is_rebuilt_and_a_corrupted_cache_installs_nothing(node_fac
     with cached.open("ab") as stream:
         stream.write(b"\0tampered")
     actual = hashlib.sha256(cached.read_bytes()).hexdigest()
-    failed = node.playbook("site.yml", "--tags", "probe,runtime", "-e", f"runc_gvisor_cache_dir={cache}",
-                           "-i", str(fresh.inventory))
+    failed = node.playbook("site.yml", *stage_args(cache), "-i", str(fresh.inventory))
     assert failed.returncode != 0
     message = build_result(failed)["msg"]
     assert str(cached) in message and recorded in message and actual in message, message
     assert installed_state(node) == converged_before
     assert installed_state(fresh) == fresh_before
     installs = [task for play in failed.result["plays"] for task in play["tasks"]
-                if task["task"]["name"].startswith("runc_gvisor : Install")]
+                if task_name(task).startswith("runc_gvisor : Install")]
     assert installs == [], "an install task ran after the build failed"
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == actual, "the corrupted build was replaced"

@@ -1,14 +1,19 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The verify stage on real gVisor nodes (sid: containerd 2.1.9, patched runc
-1.3.6; trixie: containerd 1.7.24, runc 1.1.15), container_engine=containerd.
+"""The verify stage on real gVisor nodes (sid: containerd 2.1.9, crun 1.28;
+trixie: containerd 1.7.24, the patched runc 1.3.6), container_engine=containerd.
 
 site.yml converges each node; the verify stage must report the pod sandbox
 READY with every step timed, the probe's marker read, and the probe in a PID
-namespace of its own. A second converge changes nothing, check mode runs no
-pod, and the summary JSON is written and well-formed. On sid, a second CRI
-runtime handler that runs stock runc 1.3.6 (no wrapper, no patches) must give
-B3 with its remedy. In the success and the failure case alike, nothing is
-left behind; what is counted is in LEFTOVERS_SCRIPT.
+namespace of its own. A second converge changes nothing, each stage playbook
+run alone (runtime.yml, engine.yml, verify.yml: each probes first and reads
+the earlier stages' results from the host) changes nothing and verify ends
+READY, check mode runs no pod, and the summary JSON is written and
+well-formed. On sid, a second CRI runtime handler that runs stock runc 1.3.6
+(no wrapper, no patches) must give B3 with its remedy; runc forced as the
+runtime stops the converge at the probe with B3's text, before anything is
+installed; the patched runc forced there ends READY, pod network too. In the
+success and the failure case alike, nothing is left behind; what is counted
+is in LEFTOVERS_SCRIPT.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import time
 import pytest
 
 from conftest import REPO, VENV_BIN
-from site_runs import PAUSE, PROBE, SOCKET, VENV_PYTHON
+from site_runs import PAUSE, PROBE, SOCKET, VENV_PYTHON, assert_verified, changed_tasks, failed_tasks
 
+PROBE_TASK = "Probe the host and decide what it needs"
+EXPECTED_RUNTIME = {"sid": "crun", "trixie": "runc-patched"}
 STEPS = ["run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "container_exit", "read_log", "cleanup"]
 
 # Everything a pod leaves when it is not cleaned up, counted on the node with
@@ -63,14 +70,19 @@ def leftovers(node) -> dict:
 
 
 def module(node, name: str, python: str = VENV_PYTHON, **args) -> dict:
-    """Run one of the project's modules on the node, ad hoc (by default with the CRI client's python); its result."""
+    """Run one of the collection's modules (k3s_gvisor.node.NAME) on the node, ad hoc (by default with the
+    CRI client's python); its result."""
+    name = name if "." in name else f"k3s_gvisor.node.{name}"
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
     proc = subprocess.run(
         [str(VENV_BIN / "ansible"), "-i", str(node.inventory), node.name, "-m", name, "-a", json.dumps(args),
          "-e", f"ansible_python_interpreter={python}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][node.name]
+    try:
+        return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][node.name]
+    except (json.JSONDecodeError, KeyError, IndexError):
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:]) from None
 
 
 @pytest.fixture(scope="module", params=["sid", "trixie"])
@@ -111,13 +123,23 @@ def test_the_summary_is_written_and_names_each_blockers_mitigation(verified):
     node, run, result, summary_path = verified
     summary = json.loads(summary_path.read_text())
     (host,) = summary["hosts"]
-    probe_blockers = [b["id"] for b in run.task("Probe the host")["ansible_facts"]["gvisor"]["blockers"]]
+    facts = run.task(PROBE_TASK)["ansible_facts"]["gvisor"]
+    record = facts["decisions"]
+    probe_blockers = [b["id"] for b in facts["blockers"]]
     assert host["host"] == node.name and host["verify_status"] == "READY"
     assert [b["id"] for b in host["blockers"]] == probe_blockers and probe_blockers
     for blocker in host["blockers"]:
-        assert blocker["mitigation"] and not blocker["mitigation"].startswith(("none", "not applied")), blocker
+        assert blocker["mitigation"] and not blocker["mitigation"].startswith(("none", "not answered")), blocker
+        assert blocker["mitigation"] == "; ".join(record["answered_by"][blocker["id"]]), blocker
     assert host["verify"]["timings"] == result["timings"]
     assert host["gvisor_release"].startswith("20240729")
+    # The runtime as the record chose it and the runtime stage installed it.
+    assert host["runtime"] == record["runtime"]["value"] == EXPECTED_RUNTIME[node.image]
+    assert host["runtime_path"] == record["runtime"]["path"] and host["runtime_installed"] is True
+    assert host["patches"] == [p["name"] for p in record["runtime"]["patches"]]
+    assert host["adaptations"] == [a["value"] for a in record["wrapper_adaptations"]]
+    assert host["relaxations"] == [r["value"] for r in record["relaxations"]] and host["relaxations"]
+    assert "runc" not in host and "patched_runc" not in host
 
 
 def test_a_second_run_leaves_nothing_behind(verified):
@@ -133,9 +155,7 @@ def test_a_second_converge_changes_nothing(verified):
     node, _, _, _ = verified
     run = node.playbook("site.yml")
     assert run.returncode == 0, run.stderr
-    assert run.stats["changed"] == 0, [
-        task["task"]["name"] for play in run.result["plays"] for task in play["tasks"]
-        if task["hosts"].get(node.name, {}).get("changed")]
+    assert run.stats["changed"] == 0, changed_tasks(run)
     assert run.task("Run the probe pod over CRI")["ok"]
 
 
@@ -150,12 +170,26 @@ def test_check_mode_runs_no_pod(verified):
     assert leftovers(node) == before
 
 
+@pytest.mark.parametrize("stage", ["runtime", "engine", "verify"])
+def test_each_stage_alone_on_a_converged_node_changes_nothing(verified, stage):
+    """Each stage playbook runs alone: it probes first and reads what the earlier stages made from the host."""
+    node, _, _, _ = verified
+    run = node.playbook(f"playbooks/{stage}.yml")
+    assert run.returncode == 0, run.stderr + "\n".join(failed_tasks(run))
+    assert run.stats["changed"] == 0, changed_tasks(run)
+    assert run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["decisions"]["runtime"]["value"] == EXPECTED_RUNTIME[node.image]
+    if stage == "verify":
+        result = run.task("Run the probe pod over CRI")
+        assert result["ok"] and result["sandbox_state"] == "SANDBOX_READY", result.get("failure") or result
+        assert "verify on %s: READY" % node.name in run.task("Report the verify result")["msg"]
+
+
 def test_stock_runc_gives_b3_and_leaves_nothing_behind(verified):
     """Last in the module: it adds a runtime handler to the engine's config."""
     node, run, _, _ = verified
     if node.image != "sid":
         pytest.skip("trixie's stock runc 1.1.15 has no procfs check (B3) and runs pods as it is")
-    containerd_version = run.task("Probe the host")["ansible_facts"]["gvisor"]["containerd"]["version"]
+    containerd_version = run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["containerd"]["version"]
     added = module(node, "containerd_config", python="/usr/bin/python3", path="/etc/containerd/config.toml", containerd_version=containerd_version,
                    runtime_name="runc-stock", binary_name="/usr/bin/runc", default_runtime=False)
     assert added.get("changed"), added
@@ -184,3 +218,54 @@ def restart_containerd(node) -> None:
             return
         time.sleep(1)
     raise AssertionError("containerd did not come back within 60 s")
+
+
+# What the runtime stage would install: a converge stopped at the probe leaves none of it.
+RUNTIME_INSTALLED = ["/usr/local/bin/runc-gvisor", "/usr/local/lib/runc-gvisor", "/etc/runc-gvisor",
+                     "/usr/lib/cni/gvisor-bridge", "/usr/local/bin/k3s-gvisor-supervise",
+                     "/etc/containerd/config.toml.k3s-gvisor-orig", "/opt/k3s-gvisor"]
+B3_TEXT = "unsafe procfs detected: incorrect procfs root inode number"
+
+
+@pytest.fixture(scope="module")
+def forced_node(node_factory, tmp_path_factory):
+    node = node_factory("verify-sid-forced", image="sid")
+    node.summary_path = tmp_path_factory.mktemp("summary") / "summary.json"
+    node.add_host_vars(verify_summary_path=str(node.summary_path))
+    return node
+
+
+def test_runc_forced_on_sid_stops_at_the_probe_naming_b3(forced_node):
+    """sid's runc 1.3.6 cannot run pods in gVisor (B3): forcing it stops the host before anything is installed."""
+    node = forced_node
+    config = node.exec("cat", "/etc/containerd/config.toml").stdout
+    run = node.playbook("site.yml", "-e", "runc_gvisor_runtime=runc")
+    assert run.returncode != 0
+    failed = failed_tasks(run)
+    assert len(failed) == 1 and failed[0].startswith("gvisor_preflight : Stop where the decisions cannot be carried out"), failed
+    message = run.task("Stop where the decisions cannot be carried out")["msg"]
+    assert "runc_gvisor_runtime=runc" in message and B3_TEXT in message, message
+    assert [path for path in RUNTIME_INSTALLED if node.exec("test", "-e", path).returncode == 0] == []
+    assert node.exec("cat", "/etc/containerd/config.toml").stdout == config
+    assert changed_tasks(run) == []
+
+
+def test_the_patched_runc_forced_on_sid_ends_ready_with_the_pod_network(forced_node):
+    node = forced_node
+    run = node.playbook("site.yml", "-e", "runc_gvisor_runtime=runc-patched")
+    result = assert_verified(run)
+    network = run.task("Run two pods on the pod network over CRI")
+    assert result["network"] == "pod" and network["ok"], network.get("failure") or network
+    record = run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["decisions"]
+    assert record["runtime"]["value"] == "runc-patched"
+    assert [p["name"][:4] for p in record["runtime"]["patches"]] == ["0002", "0003", "0005"]
+    profile = json.loads(node.exec("cat", "/etc/runc-gvisor/profile.json").stdout)
+    assert profile == {"runc": "/usr/local/lib/runc-gvisor/runc",
+                       "adaptations": ["drop_cgroup_namespace", "refuse_pid_namespace_join"]}
+    assert "1.3.6+k3sgvisor" in node.exec("/usr/local/lib/runc-gvisor/runc", "--version").stdout
+    # The summary names it; the relaxation is the patched runc's, not crun's.
+    (host,) = json.loads(node.summary_path.read_text())["hosts"]
+    assert host["verify_status"] == "READY" and host["runtime"] == "runc-patched"
+    assert any("patch 0002" in relaxation for relaxation in host["relaxations"]), host["relaxations"]
+    assert not any(relaxation.startswith("crun") for relaxation in host["relaxations"]), host["relaxations"]
+
