@@ -19,7 +19,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 GVISOR_NODE = REPO / "scripts" / "gvisor-node"
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
-NODE_PREFIX = "kg-it-"
+# Another prefix lets a second pytest session run beside this one without sharing nodes.
+NODE_PREFIX = os.environ.get("K3S_GVISOR_TEST_NODE_PREFIX", "kg-it-")
 
 
 def gvisor_node(*args: str) -> str:
