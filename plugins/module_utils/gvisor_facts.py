@@ -29,6 +29,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -847,9 +848,19 @@ def read_init_system() -> dict:
     return {"name": name, "systemd": name == "systemd" and os.path.isdir("/run/systemd/system")}
 
 
-def dev_kmsg_readable() -> bool:
+# The character devices /dev/null and /dev/kmsg are 1:3 and 1:11 on every Linux.
+DEV_NULL_RDEV = os.makedev(1, 3)
+
+
+def dev_kmsg_readable(path: str = "/dev/kmsg") -> bool:
+    """Whether the kernel's /dev/kmsg opens (B12). /dev/null bound over it, as
+    k3s-gvisor-prestart --dev-kmsg does, is not it: a probe after the engine
+    started must still see B12, or the next converge would drop the bind."""
     try:
-        os.close(os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        found = os.stat(path)
+        if stat.S_ISCHR(found.st_mode) and found.st_rdev == DEV_NULL_RDEV:
+            return False
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
     except OSError:
         return False
     return True

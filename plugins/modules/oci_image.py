@@ -114,7 +114,13 @@ class ImageImport:
     def _ctr(self, *args: str) -> tuple[int, str]:
         """(rc, stdout) of ctr; fails the module on an error unless in check mode."""
         command = self.ctr + list(args)
-        rc, out, err = self.module.run_command(command)
+        try:
+            rc, out, err = self.module.run_command(command, handle_exceptions=False)
+        except OSError as exc:
+            # Check mode on a fresh host: k3s, whose ctr this is, is not installed yet.
+            if self.module.check_mode:
+                return 127, ""
+            self.module.fail_json(msg=f"{' '.join(command)}: {exc}")
         if rc != 0 and not self.module.check_mode:
             self.module.fail_json(msg=f"{' '.join(command)} failed (rc {rc}): {err.strip() or out.strip()}")
         return rc, out

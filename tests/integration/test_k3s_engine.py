@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from conftest import REPO, VENV_BIN, PlaybookRun
-from site_runs import task_name
+from site_runs import failed_tasks, task_name
 
 STAGES = ("--tags", "probe,runtime,engine")
 STANDIN = REPO / "tests" / "fixtures" / "k3s-standin" / "k3s"
@@ -143,7 +143,7 @@ def cluster(node_factory, standin, tmp_path_factory):
 def record(cluster):
     """The decision record of the server (the agent's is the same image's), from a probe-only run."""
     run = cluster.play("playbooks/probe.yml")[cluster.servers[0].name]
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr + "\n".join(failed_tasks(run))
     return run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["decisions"]
 
 
@@ -154,7 +154,7 @@ def test_check_mode_on_a_fresh_node_runs_through_and_changes_nothing(node_factor
     # An older release, whose embedded containerd 1.7 reads only config.toml.tmpl:
     # both templates are written (docs/K3S.md). No binary is asked in check mode.
     run = cluster.play("site.yml", *STAGES, "--check", "--diff", "-e", "engine_k3s_version=v1.30.14+k3s1")[node.name]
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr + "\n".join(failed_tasks(run))
     assert run.stats["failures"] == 0
     assert "engine : Install k3s from the controller" in changed_tasks(run)  # it says what it would do
     assert "engine : Write k3s's config.yaml" in changed_tasks(run)
@@ -263,7 +263,7 @@ def test_killed_k3s_comes_back(cluster):
 def test_second_converge_changes_nothing(cluster):
     runs = cluster.play("site.yml", *STAGES)
     for run in runs.values():
-        assert run.returncode == 0, run.stderr
+        assert run.returncode == 0, run.stderr + "\n".join(failed_tasks(run))
         # The engine's own tasks; the other stages' idempotence is their tests' to check.
         assert changed_tasks(run, role="engine") == []
 

@@ -792,6 +792,15 @@ def test_live_probe_leaves_nothing_behind(live_probe):
     assert facts["keyring"]["kept_after_exit"] in (True, False) or not facts["keyring"]["session_keyring_join"]
 
 
+def test_dev_null_bound_over_dev_kmsg_is_not_dev_kmsg(tmp_path):
+    """What k3s-gvisor-prestart --dev-kmsg leaves: the probe must still see B12 after the engine started."""
+    assert gf.dev_kmsg_readable("/dev/null") is False
+    assert gf.dev_kmsg_readable(str(tmp_path / "missing")) is False
+    readable = tmp_path / "kmsg"
+    readable.write_text("")
+    assert gf.dev_kmsg_readable(str(readable)) is True
+
+
 @needs_root_on_linux
 def test_live_probe_skips():
     facts = gf.HostProbe(skip=list(gf.SKIPPABLE_TESTS)).collect()
