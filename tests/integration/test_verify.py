@@ -85,7 +85,8 @@ def module(node, name: str, python: str = VENV_PYTHON, **args) -> dict:
         raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:]) from None
 
 
-@pytest.fixture(scope="module", params=["sid", "trixie"])
+# trixie is in the slow tier: molecule's trixie scenario verifies it in CI.
+@pytest.fixture(scope="module", params=["sid", pytest.param("trixie", marks=pytest.mark.slow)])
 def verified(request, node_factory, tmp_path_factory):
     node = node_factory(f"verify-{request.param}", image=request.param)
     summary_path = tmp_path_factory.mktemp("summary") / "summary.json"
@@ -250,6 +251,7 @@ def test_runc_forced_on_sid_stops_at_the_probe_naming_b3(forced_node):
     assert changed_tasks(run) == []
 
 
+@pytest.mark.slow  # a whole converge; CI has the patched runc from molecule trixie and test_runtime_matrix
 def test_the_patched_runc_forced_on_sid_ends_ready_with_the_pod_network(forced_node):
     node = forced_node
     run = node.playbook("site.yml", "-e", "runc_gvisor_runtime=runc-patched")
