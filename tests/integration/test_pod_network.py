@@ -18,11 +18,11 @@ import time
 
 import pytest
 
-from conftest import Node, gvisor_node
+from conftest import NODE_PREFIX, Node, gvisor_node
 from site_runs import PAUSE, PROBE, SOCKET
 from test_verify import leftovers, module
 
-NODE = "kg-net-sid"
+NODE = f"{NODE_PREFIX}net-sid"
 CONFLIST = "/etc/cni/net.d/10-k3s-gvisor.conflist"
 IPAM_DIR = "/var/lib/cni/networks/k3s-gvisor"
 POD_CIDR = ipaddress.ip_network("10.42.0.0/24")
