@@ -36,6 +36,13 @@ def runtime_registered(runtime: str) -> bool:
     )
 
 
+def skip_unless_registered(runtime: str) -> None:
+    """Skip the test where docker lacks RUNTIME (runsc-legacy exists on bookworm machines only)."""
+    if runtime != "runc" and not runtime_registered(runtime):
+        pytest.skip(f"docker has no runtime {runtime} on this machine "
+                    "(runsc-legacy, gVisor 20221219, exists on bookworm machines only)")
+
+
 class Node:
     """A node container and how to run the project's playbooks against it."""
 
@@ -128,9 +135,7 @@ def node_factory(tmp_path_factory):
     made: list[str] = []
 
     def make(suffix: str, image: str = "sid", runtime: str = "runsc") -> Node:
-        if runtime != "runc" and not runtime_registered(runtime):
-            pytest.skip(f"docker has no runtime {runtime} on this machine "
-                        "(runsc-legacy, gVisor 20221219, exists on bookworm machines only)")
+        skip_unless_registered(runtime)
         name = f"{NODE_PREFIX}{suffix}"
         gvisor_node("destroy", name)
         gvisor_node("create", name, "--image", image, "--runtime", runtime)

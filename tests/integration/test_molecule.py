@@ -14,21 +14,20 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, VENV_BIN, runtime_registered
+from conftest import REPO, VENV_BIN, skip_unless_registered
 
 # multinode is default's converge on three nodes at once: in the slow tier.
 SCENARIOS = ["default", "trixie", "legacy", pytest.param("multinode", marks=pytest.mark.slow)]
-# legacy needs gVisor 20221219, which scripts/gvisor-node registers as runsc-legacy on bookworm machines only.
+# legacy's node runs on gVisor 20221219 (molecule/legacy/molecule.yml).
 NEEDS_RUNTIME = {"legacy": "runsc-legacy"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario):
-    runtime = NEEDS_RUNTIME.get(scenario)
-    if runtime and not runtime_registered(runtime):
-        pytest.skip(f"molecule scenario {scenario} needs docker runtime {runtime} (gVisor 20221219), "
-                    "which exists on bookworm machines only")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PY_COLORS="0", ANSIBLE_FORCE_COLOR="0")
+    if scenario in NEEDS_RUNTIME:
+        skip_unless_registered(NEEDS_RUNTIME[scenario])
+    # Molecule sets ANSIBLE_CONFIG to the config it generates (pipelining: .config/molecule/config.yml).
+    env = dict(os.environ, PY_COLORS="0", ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run([str(VENV_BIN / "molecule"), "test", "--scenario-name", scenario],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
     output = proc.stdout + proc.stderr

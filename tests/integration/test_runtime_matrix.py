@@ -248,9 +248,15 @@ RUNTIMES = {
 # trixie's node is in the slow tier: in CI, molecule's trixie scenario converges and verifies the patched
 # runc there, and patched-sid runs the same binary through this matrix.
 SLOW = {"patched-trixie"}
-RUNTIME_NAMES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in RUNTIMES]
-PATCHED_NAMES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
-                 for name in ("patched-sid", "patched-trixie")]
+
+
+def tiered(names) -> list:
+    """NAMES as parameters, those in SLOW marked slow."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in names]
+
+
+RUNTIME_NAMES = tiered(RUNTIMES)
+PATCHED_NAMES = tiered(["patched-sid", "patched-trixie"])
 SPECS = {**{case: spec_for(case) for case in CASES}, "b14": masked_under_readonly_spec(),
          "pid-join": pid_join_spec()}
 
