@@ -51,6 +51,7 @@ class Policy:
     relax_procfs_check: bool = True  # accept patch 0002 (B3) where the patched runc is needed
     pid_namespace_per_container: bool = False  # B9, opt-in
     cni_plugin: str = "auto"  # auto, always (gvisor-bridge), never (the standard bridge plugin)
+    engine: str = "k3s"  # container_engine: k3s, kubernetes or containerd (no kubelet)
 
 
 def entry(value, answers, why: str) -> dict:
@@ -218,21 +219,76 @@ def no_new_keyring(blockers: set) -> dict:
     return entry(True, answers, "; ".join(KEYRING_BLOCKERS[blocker] for blocker in answers))
 
 
-def k3s_settings(facts: dict, engine: dict) -> dict:
-    """What k3s's config.yaml and its start need beyond the engine's settings."""
+# Engines that run a kubelet: they get the node preparation and kubelet settings below.
+KUBELET_ENGINES = ("k3s", "kubernetes")
+# Blockers only a kubelet meets: on an engine without one they need no answer.
+KUBELET_BLOCKERS = ("B12", "B13", "B16", "B17", "B18", "B19", "B20", "B21")
+
+
+def node_preparation(blockers: set) -> list[dict]:
+    """k3s-gvisor-node's options, redone before every start of the engine (a
+    restarted sandbox has lost its mounts)."""
+    steps = []
+    if "B17" in blockers:
+        steps.append(entry("--private-mount-namespace", ["B17"],
+                           "containerd and the kubelet share one private mount namespace, /var/lib/kubelet rshared "
+                           "inside it, so no mount of theirs has a peer in another namespace"))
+    else:
+        steps.append(entry("--shared-root", [], "the kubelet expects / to propagate mounts (rshared)"))
+    if "B16" in blockers:
+        steps.append(entry("--kernel-tunables", ["B16"],
+                           "views of /proc/sys/vm and /proc/sys/kernel holding the kubelet's values, seen only in "
+                           "the engine's own mount namespace"))
+    if "B12" in blockers:
+        steps.append(entry("--dev-kmsg", ["B12"], "bind /dev/null over the missing /dev/kmsg"))
+    if "B18" in blockers:
+        steps.append(entry("--cgroup-freezer", ["B18"], "an empty freezer directory for the runtime's exec to stat"))
+    if "B19" in blockers:
+        steps.append(entry("--node-bridge", ["B19"],
+                           "the pod bridge gets its gateway address before the kubelet starts; that address is the "
+                           "node IP"))
+    return steps
+
+
+def kubelet_configuration(blockers: set) -> list[dict]:
+    """Fragments of the kubelet's configuration (KubeletConfiguration fields)."""
+    fragments = []
+    if "B20" in blockers:
+        fragments.append(entry({"failCgroupV1": False}, ["B20"], "the kubelet refuses cgroup v1 by default"))
+    if "B21" in blockers:
+        fragments.append(entry({"localStorageCapacityIsolation": False}, ["B21"],
+                               "cAdvisor has no root filesystem data for the kubelet's ephemeral storage accounting"))
+    return fragments
+
+
+def kubernetes_settings(facts: dict, engine: str) -> dict | None:
+    """What the kubelet's node needs (both Kubernetes engines); None without a kubelet."""
+    if engine not in KUBELET_ENGINES:
+        return None
     blockers = _ids(facts)
+    return {
+        "node": node_preparation(blockers),
+        "kubelet": kubelet_configuration(blockers),
+        "kube_proxy": entry(False, ["B13"], "no netfilter: kube-proxy cannot program Services here")
+        if "B13" in blockers else entry(True, [], "netfilter present"),
+    }
+
+
+def k3s_settings(kubernetes: dict | None, engine: str) -> dict | None:
+    """k3s's config.yaml flags beyond the engine and kubelet settings (which
+    its template, its kubelet.conf.d drop-in and k3s-gvisor-node carry)."""
+    if engine != "k3s":
+        return None
     flags = []
-    if engine["snapshotter"]["value"] == "native":
-        flags.append(entry({"snapshotter": "native"}, ["B7"], "overlay mounts fail"))
-    if "B13" in blockers:
-        flags.append(entry({"kube-proxy-arg": ["conntrack-max-per-core=0", "conntrack-tcp-timeout-established=0",
-                                              "conntrack-tcp-timeout-close-wait=0"]},
-                           ["B13"], "no /proc/sys/net/netfilter: 0 leaves conntrack as it is"))
-    prestart = [entry("--dev-kmsg", ["B12"], "bind /dev/null over the missing /dev/kmsg")] if "B12" in blockers else []
-    return {"flags": flags, "prestart": prestart}
+    if kubernetes["kube_proxy"]["value"] is False:
+        # k3s's source: an embedded kube-proxy or network policy error shuts k3s down.
+        # Renders kubernetes.kube_proxy, which answers B13.
+        flags.append(entry({"disable-kube-proxy": True, "disable-network-policy": True}, [],
+                           "no netfilter: k3s's kube-proxy and network policy controller would stop k3s"))
+    return {"flags": flags}
 
 
-def relaxations(runtime: dict, adaptations: list[dict], engine: dict) -> list[dict]:
+def relaxations(runtime: dict, adaptations: list[dict], engine: dict, kubernetes: dict | None) -> list[dict]:
     """What is relaxed on this host, and what it gives up (docs/SECURITY.md)."""
     found = []
     if any(patch["answers"] == ["B3"] for patch in runtime.get("patches", [])):
@@ -254,6 +310,19 @@ def relaxations(runtime: dict, adaptations: list[dict], engine: dict) -> list[di
     if engine["no_new_keyring"]["value"]:
         found.append(entry("no session keyring per container (NoNewKeyring)", engine["no_new_keyring"]["answers"],
                            "containers share the runtime's session keyring"))
+    steps = {step["value"] for step in (kubernetes or {}).get("node", [])}
+    if "--kernel-tunables" in steps:
+        found.append(entry("the kubelet's kernel tunables are a view (k3s-gvisor-node --kernel-tunables)", ["B16"],
+                           "the kubelet believes vm.panic_on_oom=0, kernel.panic=10 and the keyring limits are set; "
+                           "the sandbox's kernel keeps its own"))
+    fields = {name for fragment in (kubernetes or {}).get("kubelet", []) for name in fragment["value"]}
+    if "localStorageCapacityIsolation" in fields:
+        found.append(entry("the kubelet's local storage capacity isolation is off", ["B21"],
+                           "ephemeral-storage requests and limits are neither accounted nor enforced (no eviction "
+                           "for a pod filling the node's disk)"))
+    if "--dev-kmsg" in steps:
+        found.append(entry("/dev/null bound over /dev/kmsg (k3s-gvisor-node --dev-kmsg)", ["B12"],
+                           "the kubelet's OOM watcher reads no kernel log, so it reports no OOM kills"))
     return found
 
 
@@ -270,13 +339,16 @@ def decide(facts: dict, policy: Policy) -> dict:
         runtime["answers"] = sorted(set(runtime["answers"]) | {"B14"}, key=_blocker_number)
     adaptations = wrapper_adaptations(facts, runtime, policy)
     engine = engine_settings(facts)
+    kubernetes = kubernetes_settings(facts, policy.engine)
     record = {
+        "container_engine": policy.engine,
         "runtime": runtime,
         "wrapper_adaptations": adaptations,
         "cni_plugin": cni_plugin(facts, policy),
         "engine": engine,
-        "k3s": k3s_settings(facts, engine),
-        "relaxations": relaxations(runtime, adaptations, engine),
+        "kubernetes": kubernetes,
+        "k3s": k3s_settings(kubernetes, policy.engine),
+        "relaxations": relaxations(runtime, adaptations, engine, kubernetes),
         "errors": errors,
     }
     record["answered_by"] = answered_by(record)
@@ -301,10 +373,18 @@ def answered_by(record: dict) -> dict[str, list[str]]:
     note(record["cni_plugin"], f"CNI plugin {record['cni_plugin']['value']}")
     for name, setting in record["engine"].items():
         note(setting, f"engine {name}={setting['value']}")
-    for flag in record["k3s"]["flags"]:
+    kubernetes = record["kubernetes"]
+    if kubernetes is None:
+        for blocker in KUBELET_BLOCKERS:
+            answers.setdefault(blocker, []).append(f"no kubelet on engine {record['container_engine']}")
+        return answers
+    for step in kubernetes["node"]:
+        note(step, f"k3s-gvisor-node {step['value']}")
+    for fragment in kubernetes["kubelet"]:
+        note(fragment, "kubelet " + ", ".join(f"{key}: {value}" for key, value in fragment["value"].items()))
+    note(kubernetes["kube_proxy"], "no kube-proxy")
+    for flag in (record["k3s"] or {}).get("flags", []):
         note(flag, "k3s " + ", ".join(flag["value"]))
-    for option in record["k3s"]["prestart"]:
-        note(option, f"k3s-gvisor-prestart {option['value']}")
     return answers
 
 

@@ -92,6 +92,7 @@ SKIPPABLE_TESTS = (
     "pid_namespace_join",
     "netlink",
     "runtime_check",
+    "mount_peer_unmount",
 )
 SKIPPED = "skipped (skip option)"
 
@@ -496,15 +497,19 @@ BLOCKER_CATALOGUE = {
         fixable=True,
     ),
     "B12": BlockerInfo(
-        title="/dev/kmsg is missing, which the kubelet in k3s reads",
-        error_text="open /dev/kmsg: no such file or directory",
-        remedy="bind /dev/null over /dev/kmsg before k3s starts (k3s-gvisor-prestart --dev-kmsg), undone by reset",
+        title="/dev/kmsg is missing, which the kubelet reads",
+        error_text="failed to run Kubelet: failed to create kubelet: open /dev/kmsg: no such device or address",
+        error_pattern=r"open /dev/kmsg: no such (device or address|file or directory)",
+        remedy="bind /dev/null over /dev/kmsg before the kubelet starts (k3s-gvisor-node --dev-kmsg), undone by reset",
         fixable=True,
     ),
     "B13": BlockerInfo(
-        title="no /proc/sys/net/netfilter, so kube-proxy cannot set its conntrack limits",
+        title="no netfilter (no /proc/sys/net/netfilter), so kube-proxy and network policy cannot run",
         error_text="open /proc/sys/net/netfilter/nf_conntrack_max: no such file or directory",
-        remedy="start kube-proxy with conntrack-max-per-core=0 and both conntrack timeouts 0 (leave as is)",
+        remedy=(
+            "run no kube-proxy (k3s: disable-kube-proxy and disable-network-policy, whose errors would stop k3s); "
+            "Services need another proxy (issue 23)"
+        ),
         fixable=True,
     ),
     "B14": BlockerInfo(
@@ -527,6 +532,69 @@ BLOCKER_CATALOGUE = {
         remedy=(
             "let the runtime keep the caller's session keyring (containerd's runc option NoNewKeyring = true, "
             "which passes --no-new-keyring to runc and crun); a node whose quota is spent needs its sandbox restarted"
+        ),
+        fixable=True,
+    ),
+    "B16": BlockerInfo(
+        title="kernel tunables the kubelet sets are missing or cannot be written",
+        error_text=(
+            '"Failed to start ContainerManager" err="[write /proc/sys/vm/overcommit_memory: input/output error, '
+            "open /proc/sys/vm/panic_on_oom: no such file or directory, open /proc/sys/kernel/panic: no such file "
+            "or directory, open /proc/sys/kernel/panic_on_oops: no such file or directory, open "
+            "/proc/sys/kernel/keys/root_maxkeys: no such file or directory, open /proc/sys/kernel/keys/root_maxbytes: "
+            'no such file or directory]"'
+        ),
+        error_pattern=r"Failed to start ContainerManager.*(/proc/sys/(vm|kernel)/\S+: (no such file|input/output error))",
+        remedy=(
+            "run the kubelet in a mount namespace of its own in which /proc/sys/vm and /proc/sys/kernel are "
+            "views (tmpfs copies) holding the values it wants; no process outside it sees them (k3s-gvisor-node "
+            "--kernel-tunables)"
+        ),
+        fixable=True,
+    ),
+    "B17": BlockerInfo(
+        title="a mount with a propagation peer in another mount namespace cannot be unmounted",
+        error_text=(
+            "failed to create containerd container: failed to unmount /var/lib/containerd/tmpmounts/containerd-mount1: "
+            "failed to unmount target /var/lib/containerd/tmpmounts/containerd-mount1: device or resource busy"
+        ),
+        error_pattern=r"failed to unmount .*: device or resource busy|UnmountVolume.TearDown failed.*exit status 32",
+        remedy=(
+            "start containerd and the kubelet together in one private mount namespace, /var/lib/kubelet rshared "
+            "inside it and / left private (k3s's own shape: its containerd is its child) (k3s-gvisor-node "
+            "--private-mount-namespace)"
+        ),
+        fixable=True,
+    ),
+    "B18": BlockerInfo(
+        title="no freezer directory in the cgroup v1 hierarchy, which the runtime's exec stats",
+        error_text="OCI runtime exec failed: error when using statfs on '/sys/fs/cgroup/freezer': No such file or directory",
+        remedy="make an empty /sys/fs/cgroup/freezer before the engine starts (k3s-gvisor-node --cgroup-freezer)",
+        fixable=True,
+    ),
+    "B19": BlockerInfo(
+        title="no default route, so the kubelet cannot choose the node's IP",
+        error_text='can\'t get ip address of node NAME. error: no default routes found in "/proc/net/route"',
+        error_pattern=r"no default routes found in \"/proc/net/route\"",
+        remedy=(
+            "give the pod bridge its gateway address before the kubelet starts and pass it as the node IP; the "
+            "apiserver reaches kubelets by InternalIP (k3s-gvisor-node --node-bridge)"
+        ),
+        fixable=True,
+    ),
+    "B20": BlockerInfo(
+        title="cgroup v1 only, which the kubelet refuses by default since v1.35",
+        error_text="kubelet is configured to not run on a host using cgroup v1",
+        remedy="failCgroupV1: false in the kubelet's configuration (cgroup v1 is in maintenance upstream)",
+        fixable=True,
+    ),
+    "B21": BlockerInfo(
+        title="cAdvisor keeps no stats of the root container, so the kubelet finds no root filesystem data",
+        error_text='"Failed to start ContainerManager" err="failed to get rootfs info: unable to find data in memory cache"',
+        error_pattern=r"failed to get rootfs info: unable to find data in memory cache",
+        remedy=(
+            "localStorageCapacityIsolation: false in the kubelet's configuration (seen with the root container's "
+            "stats failing: open /sys/fs/cgroup/cpuacct/cpuacct.usage_percpu: no such file or directory)"
         ),
         fixable=True,
     ),
@@ -678,6 +746,44 @@ def _b14_masked_under_readonly(facts):
             f"with {', '.join(writable)}")
 
 
+def _b16_kubelet_tunables(facts):
+    failing = [f"{name}: {found['error']}" for name, found in (facts.get("kubelet_tunables") or {}).items()
+               if found.get("error")]
+    return "; ".join(failing) if failing else None
+
+
+def _b17_unmount_with_peer(facts):
+    error = _failed(facts, "mount_peer_unmount")
+    if error is None:
+        return None
+    return f"a shared tmpfs whose peer lives in a second mount namespace did not unmount: {error}"
+
+
+def _b18_cgroup_freezer(facts):
+    if facts.get("cgroup_freezer") is not False:
+        return None
+    return "cgroup v1, and /sys/fs/cgroup/freezer does not exist"
+
+
+def _b19_default_route(facts):
+    if facts.get("default_route") is not False:
+        return None
+    return "/proc/net/route has no default route"
+
+
+def _b20_cgroup_v1(facts):
+    cgroup = facts.get("cgroup") or {}
+    if cgroup.get("version") != 1:
+        return None
+    return f"cgroup v1 controllers only ({', '.join(cgroup.get('controllers') or [])}), no cgroup2 hierarchy in charge"
+
+
+def _b21_root_container_stats(facts):
+    if facts.get("cpuacct_usage_percpu") is not False:
+        return None
+    return "cgroup v1, and /sys/fs/cgroup/cpuacct/cpuacct.usage_percpu does not exist (cAdvisor's root container stats)"
+
+
 # Each rule returns an evidence string when its blocker applies, else None.
 # A fact that was not tested (None) never raises a blocker.
 BLOCKER_RULES = (
@@ -696,6 +802,12 @@ BLOCKER_RULES = (
     ("B13", _b13_conntrack_sysctls),
     ("B14", _b14_masked_under_readonly),
     ("B15", _b15_session_keyrings_kept),
+    ("B16", _b16_kubelet_tunables),
+    ("B17", _b17_unmount_with_peer),
+    ("B18", _b18_cgroup_freezer),
+    ("B19", _b19_default_route),
+    ("B20", _b20_cgroup_v1),
+    ("B21", _b21_root_container_stats),
 )
 
 
@@ -854,7 +966,7 @@ DEV_NULL_RDEV = os.makedev(1, 3)
 
 def dev_kmsg_readable(path: str = "/dev/kmsg") -> bool:
     """Whether the kernel's /dev/kmsg opens (B12). /dev/null bound over it, as
-    k3s-gvisor-prestart --dev-kmsg does, is not it: a probe after the engine
+    k3s-gvisor-node --dev-kmsg does, is not it: a probe after the engine
     started must still see B12, or the next converge would drop the bind."""
     try:
         found = os.stat(path)
@@ -1370,6 +1482,7 @@ class HostProbe:
             facts.update(self.process_tests())
             facts.update(self.mount_tests())
             facts["netlink"] = netlink_not_tested(SKIPPED) if "netlink" in self.skip else try_netlink(self.timeout)
+            facts.update(self.kubelet_interfaces(facts["cgroup"]["version"]))
         finally:
             # Collected (and reaped) also when a test above raised.
             for name, query in queries.items():
@@ -1413,6 +1526,11 @@ class HostProbe:
             "dev_kmsg": dev_kmsg_readable(),
             "netfilter_conntrack_sysctls": os.path.isdir("/proc/sys/net/netfilter"),
         }
+
+    def kubelet_interfaces(self, cgroup_version) -> dict:
+        # Imported here: kubelet_facts builds on this module's libc and fork helpers.
+        from ansible_collections.k3s_gvisor.node.plugins.module_utils.kubelet_facts import kubelet_facts
+        return kubelet_facts(cgroup_version, self.scratch_dir, self.timeout, self.skip)
 
     def _forked_outcome(self, name: str, function) -> dict:
         if name in self.skip:

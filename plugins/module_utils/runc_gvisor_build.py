@@ -16,6 +16,8 @@ Cache layout on the build host:
     CACHE/wrapper/KEY/{runc-gvisor, runc-gvisor.sha256}
     CACHE/cni/KEY/{gvisor-bridge, gvisor-bridge.sha256}
     CACHE/cni-loopback/KEY/{loopback, loopback.sha256}
+    CACHE/kubernetes/KEY/{kubelet, kubelet.sha256}   (one entry per Kubernetes command)
+    CACHE/kine/KEY/{kine, kine.sha256}
 A build writes into CACHE/KIND/.partial-KEY-PID and is renamed into place only
 when complete, so a build killed half-way is never taken for a finished one;
 the next run removes the leftover and builds again. Builds of one kind hold
@@ -42,6 +44,22 @@ GO_RECIPE = "native, CGO_ENABLED=0, -trimpath, -s -w, -mod=readonly, -buildvcs=f
 CNI_BUILD_VERSION = "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion"
 CNI_PLUGINS_MODULE = "github.com/containernetworking/plugins"
 LOOPBACK_PACKAGE = CNI_PLUGINS_MODULE + "/plugins/main/loopback"
+# The kubernetes engine's binaries: Kubernetes's commands from its module (the
+# build module repeats its staging replace block), and kine from its own.
+KUBERNETES_MODULE = "k8s.io/kubernetes"
+KUBERNETES_COMMANDS = ("kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubeadm")
+KINE_MODULE = "github.com/k3s-io/kine"
+
+
+def kubernetes_version_stamps(version: str) -> dict[str, str]:
+    """The -X values Kubernetes's own release build sets, so that `kubectl
+    version` and the node's kubeletVersion show the release (a fixed build date
+    keeps the build reproducible)."""
+    major, minor = version.lstrip("v").split(".")[:2]
+    base = "k8s.io/component-base/version"
+    return {f"{base}.gitVersion": version, f"{base}.gitMajor": major, f"{base}.gitMinor": minor,
+            f"{base}.gitTreeState": "clean", f"{base}.buildDate": "1970-01-01T00:00:00Z",
+            "k8s.io/client-go/pkg/version.gitVersion": version}
 
 
 def sha256_file(path: str) -> str:
@@ -130,6 +148,7 @@ class Artifact:
     src: str = ""  # a Go program's module directory
     package: str = "."  # the Go package to build, in that module
     version: str | None = None  # the -X value of its version variable (default: the cache key)
+    stamps: dict = field(default_factory=dict)  # -X variable=value pairs instead of the version variable
     built: bool = False
     sha256: str | None = None
     seconds: float = 0.0
@@ -210,6 +229,8 @@ class FleetBuild:
     go_toolchain: str
     wrapper_src: str | None = None
     cni_src: str | None = None
+    kubernetes_src: str | None = None
+    kine_src: str | None = None
     build_script: str | None = None
     patches: list[str] = field(default_factory=list)
     runc_source: str = "module"
@@ -251,12 +272,25 @@ class FleetBuild:
         version = required_version(os.path.join(self.cni_src, "go.mod"), CNI_PLUGINS_MODULE)
         return self.go_artifact("cni-loopback", "loopback", self.cni_src, LOOPBACK_PACKAGE, version)
 
+    def kubernetes_artifacts(self, commands=KUBERNETES_COMMANDS) -> list[Artifact]:
+        """Kubernetes's commands at the release the build module requires, version-stamped."""
+        version = required_version(os.path.join(self.kubernetes_src, "go.mod"), KUBERNETES_MODULE)
+        stamps = kubernetes_version_stamps(version)
+        return [self.go_artifact("kubernetes", command, self.kubernetes_src, f"{KUBERNETES_MODULE}/cmd/{command}",
+                                 version, stamps) for command in commands]
+
+    def kine_artifact(self) -> Artifact:
+        version = required_version(os.path.join(self.kine_src, "go.mod"), KINE_MODULE)
+        return self.go_artifact("kine", "kine", self.kine_src, KINE_MODULE, version,
+                                {f"{KINE_MODULE}/pkg/version.Version": version})
+
     def go_artifact(self, kind: str, binary_name: str, src: str, package: str = ".",
-                    version: str | None = None) -> Artifact:
+                    version: str | None = None, stamps: dict | None = None) -> Artifact:
         """A Go program, keyed by its sources (not its tests), the toolchain and the recipe."""
-        parts = [kind, GO_RECIPE, self.arch, self.go_toolchain, package, version or ""]
+        parts = [kind, GO_RECIPE, self.arch, self.go_toolchain, package, version or "",
+                 *sorted(f"{name}={value}" for name, value in (stamps or {}).items())]
         return Artifact(kind, binary_name, cache_key(parts, go_sources(src)), self.cache_dir, src=src,
-                        package=package, version=version)
+                        package=package, version=version, stamps=stamps or {})
 
     # -- building ------------------------------------------------------------
 
@@ -337,7 +371,8 @@ class FleetBuild:
         """(argv, env, cwd) that build a Go program natively, static and pure Go. Its
         version variable names the exact build (the cache key, unless given)."""
         variable = "main.version" if artifact.package == "." else CNI_BUILD_VERSION
-        ldflags = f"-s -w -X {variable}={artifact.version or artifact.key}"
+        stamps = artifact.stamps or {variable: artifact.version or artifact.key}
+        ldflags = " ".join(["-s -w", *(f"-X {name}={value}" for name, value in stamps.items())])
         argv = [self.go, "build", "-trimpath", "-ldflags", ldflags,
                 "-o", os.path.join(os.path.abspath(out_dir), artifact.binary_name), artifact.package]
         return argv, go_environment(self.go_toolchain), artifact.src

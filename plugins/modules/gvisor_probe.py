@@ -15,7 +15,7 @@ description:
     features that containerd, runc and CNI plugins rely on (child subreaper, session keyring, overlayfs, the
     size-limited tmpfs runc masks directories with, joining a PID namespace, netlink link, address and route
     changes).
-  - Evaluates the known blockers B1 to B9 of the project's field notes from those facts and returns them with
+  - Evaluates the known blockers (B1 to B20, docs/PROBE.md) of the project's field notes from those facts and returns them with
     evidence and a remedy.
   - Every test with a side effect runs in a forked child that dies afterwards. Scratch mounts are made in a
     private mount namespace, netlink changes in a scratch network namespace, the scratch directories are removed,
@@ -57,6 +57,7 @@ options:
       - pid_namespace_join
       - netlink
       - runtime_check
+      - mount_peer_unmount
     default: []
   timeout:
     description:
@@ -94,6 +95,13 @@ options:
     type: str
     choices: [auto, always, never]
     default: auto
+  container_engine:
+    description:
+      - The engine the host gets. The record's node preparation and kubelet settings (B12, B13, B16 to B20) are made
+        for the engines that run a kubelet (V(k3s), V(kubernetes)); V(containerd) runs none and needs none of them.
+    type: str
+    choices: [k3s, kubernetes, containerd]
+    default: k3s
 notes:
   - Needs root (C(become=true)). The namespace and mount tests need C(CAP_SYS_ADMIN), reading the kernel log needs
     C(CAP_SYSLOG) where C(kernel.dmesg_restrict) is set.
@@ -248,6 +256,43 @@ ansible_facts:
           returned: always
           type: bool
           sample: false
+        kubelet_tunables:
+          description:
+            - The kernel tunables the kubelet sets, by name under C(/proc/sys), each C({value, error}) - error says why the
+              kubelet could not have its value (missing, or unwritable where the value differs; tried by writing back
+              the value read, which changes nothing). B16 when any has one.
+          returned: always
+          type: dict
+          contains:
+            vm/overcommit_memory: {description: "C({value, error}) of /proc/sys/vm/overcommit_memory.", type: dict}
+            vm/panic_on_oom: {description: "C({value, error}) of /proc/sys/vm/panic_on_oom.", type: dict}
+            kernel/panic: {description: "C({value, error}) of /proc/sys/kernel/panic.", type: dict}
+            kernel/panic_on_oops: {description: "C({value, error}) of /proc/sys/kernel/panic_on_oops.", type: dict}
+            kernel/keys/root_maxkeys: {description: "C({value, error}) of /proc/sys/kernel/keys/root_maxkeys.", type: dict}
+            kernel/keys/root_maxbytes: {description: "C({value, error}) of /proc/sys/kernel/keys/root_maxbytes.", type: dict}
+        mount_peer_unmount:
+          description:
+            - C({works, error}) - whether a mount made under a shared mount, and so propagated into a second mount
+              namespace, unmounts where it was made (B17 when not); tried in a forked child's private mount namespace.
+          returned: always
+          type: dict
+          contains:
+            works: {description: True, false (EBUSY), or null when not tried., type: bool}
+            error: {description: What failed., type: str}
+        cgroup_freezer:
+          description:
+            - Whether the cgroup v1 freezer directory (C(/sys/fs/cgroup/freezer)) exists (B18 when false); V(null) on
+              hosts without cgroup v1. One that k3s-gvisor-node made counts as absent.
+          returned: always
+          type: bool
+        cpuacct_usage_percpu:
+          description: Whether C(/sys/fs/cgroup/cpuacct/cpuacct.usage_percpu) exists (B21 when false); V(null) without cgroup v1.
+          returned: always
+          type: bool
+        default_route:
+          description: Whether C(/proc/net/route) holds an IPv4 default route (B19 when false).
+          returned: always
+          type: bool
         child_subreaper:
           description: Whether C(prctl) with C(PR_SET_CHILD_SUBREAPER) works (B4 when false); V(null) when not tested.
           returned: always
@@ -523,8 +568,17 @@ ansible_facts:
             engine:
               description: The engine's settings - V(snapshotter), V(unprivileged_ports_icmp), V(no_new_keyring), each C({value, answers, why}).
               type: dict
+            container_engine:
+              description: The engine the record was decided for.
+              type: str
+            kubernetes:
+              description:
+                - Null on engines without a kubelet. Else V(node) (k3s-gvisor-node's options, redone before every start),
+                  V(kubelet) (KubeletConfiguration fragments) and V(kube_proxy) (false where netfilter is missing),
+                  each C({value, answers, why}).
+              type: dict
             k3s:
-              description: What k3s needs beyond those - its config V(flags) and V(prestart) options, each C({value, answers, why}).
+              description: Null unless the engine is k3s. Its config.yaml V(flags), each C({value, answers, why}).
               type: dict
             relaxations:
               description: What is relaxed on this host and what it gives up (docs/SECURITY.md), each C({value, answers, why}).
@@ -542,7 +596,7 @@ ansible_facts:
               type: list
               elements: str
         blockers:
-          description: Known blockers (B1 to B13, docs/PROBE.md) that apply to this host.
+          description: Known blockers (B1 to B20, docs/PROBE.md) that apply to this host.
           returned: always
           type: list
           elements: dict
@@ -602,6 +656,7 @@ def main():
             relax_procfs_check=dict(type="bool", default=True),
             pid_namespace_per_container=dict(type="bool", default=False),
             cni_plugin=dict(type="str", choices=["auto", "always", "never"], default="auto"),
+            container_engine=dict(type="str", choices=["k3s", "kubernetes", "containerd"], default="k3s"),
         ),
         supports_check_mode=True,
     )
@@ -621,7 +676,7 @@ def main():
         module.fail_json(msg="gvisor probe failed: %s" % exc, exception=traceback.format_exc())
     policy = Policy(runtime=params["runtime"], relax_procfs_check=params["relax_procfs_check"],
                     pid_namespace_per_container=params["pid_namespace_per_container"],
-                    cni_plugin=params["cni_plugin"])
+                    cni_plugin=params["cni_plugin"], engine=params["container_engine"])
     facts["decisions"] = decide(facts, policy)
 
     module.exit_json(changed=False, ansible_facts={"gvisor": facts})

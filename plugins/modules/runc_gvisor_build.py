@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: runc_gvisor_build
-short_description: Build the patched runc, the runc-gvisor wrapper and the CNI plugins once, cached
+short_description: Build the patched runc, the runc-gvisor wrapper, the CNI plugins and the Kubernetes binaries once, cached
 description:
   - Runs on the build host (the controller by default) and makes sure builds of the runc-gvisor wrapper, of the
     gvisor-bridge CNI plugin and upstream's loopback plugin, and of runc with the given patches exist in a cache
@@ -46,6 +46,20 @@ options:
     description:
       - Directory of the gvisor-bridge CNI plugin's Go module. Omitted, no CNI plugin is built; given, upstream's
         loopback plugin is built from the same module too.
+    type: path
+  kubernetes_src:
+    description:
+      - Directory of the kubernetes engine's build module (it requires k8s.io/kubernetes at the pinned release and
+        repeats its staging replace block). Given, the commands in I(kubernetes_commands) are built from it,
+        version-stamped, and kine from I(kine_src).
+    type: path
+  kubernetes_commands:
+    description: The Kubernetes commands to build.
+    type: list
+    elements: str
+    default: [kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubeadm]
+  kine_src:
+    description: Directory of kine's build module. Omitted, kine is not built.
     type: path
   build_runc:
     description: Whether to build runc with I(patches).
@@ -137,6 +151,14 @@ cni_loopback:
   description: Upstream's loopback CNI plugin, built from I(cni_src)'s pinned plugins release, as RV(runc).
   returned: always
   type: dict
+kubernetes:
+  description: The Kubernetes commands' builds by name, each as RV(runc); empty without I(kubernetes_src).
+  returned: always
+  type: dict
+kine:
+  description: kine's build, as RV(runc); null without I(kine_src).
+  returned: always
+  type: dict
 builds:
   description: How many binaries this run built (or would build, in check mode).
   returned: always
@@ -148,7 +170,9 @@ import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.runc_gvisor_build import BuildFailed, CacheCorrupted, FleetBuild
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.runc_gvisor_build import (
+    KUBERNETES_COMMANDS, BuildFailed, CacheCorrupted, FleetBuild,
+)
 
 
 def main():
@@ -158,6 +182,9 @@ def main():
             go_toolchain=dict(type="str", required=True),
             wrapper_src=dict(type="path"),
             cni_src=dict(type="path"),
+            kubernetes_src=dict(type="path"),
+            kubernetes_commands=dict(type="list", elements="str", default=list(KUBERNETES_COMMANDS)),
+            kine_src=dict(type="path"),
             build_runc=dict(type="bool", default=False),
             patches=dict(type="list", elements="path", default=[]),
             build_script=dict(type="path"),
@@ -179,13 +206,18 @@ def main():
         module.fail_json(msg="runc_source=module needs runc_module_src, the build module that pins runc")
     if params["build_runc"] and params["runc_source"] != "module" and not (params["build_image"] and params["cache_image"]):
         module.fail_json(msg="runc_source=%s builds in docker and needs build_image and cache_image" % params["runc_source"])
-    inputs = [params[name] for name in ("wrapper_src", "cni_src", "runc_module_src", "build_script") if params[name]]
+    unknown = sorted(set(params["kubernetes_commands"]) - set(KUBERNETES_COMMANDS))
+    if unknown:
+        module.fail_json(msg="kubernetes_commands: unknown %s (known: %s)" % (", ".join(unknown), ", ".join(KUBERNETES_COMMANDS)))
+    inputs = [params[name] for name in ("wrapper_src", "cni_src", "kubernetes_src", "kine_src", "runc_module_src",
+                                        "build_script") if params[name]]
     for path in inputs + params["patches"]:
         if not os.path.exists(path):
             module.fail_json(msg="build input %s does not exist" % path)
     fleet = FleetBuild(
         cache_dir=params["cache_dir"], go_toolchain=params["go_toolchain"], wrapper_src=params["wrapper_src"],
-        cni_src=params["cni_src"], build_script=params["build_script"], patches=params["patches"],
+        cni_src=params["cni_src"], kubernetes_src=params["kubernetes_src"], kine_src=params["kine_src"],
+        build_script=params["build_script"], patches=params["patches"],
         runc_source=params["runc_source"], runc_version=params["runc_version"],
         runc_module_src=params["runc_module_src"], upstream_tarball=params["upstream_tarball"],
         build_image=params["build_image"], cache_image=params["cache_image"],
@@ -195,11 +227,16 @@ def main():
         "cni": fleet.cni_artifact if params["cni_src"] else None,
         "cni_loopback": fleet.cni_loopback_artifact if params["cni_src"] else None,
         "runc": fleet.runc_artifact if params["build_runc"] else None,
+        "kine": fleet.kine_artifact if params["kine_src"] else None,
     }
     results = {}
+    kubernetes = {}
     try:
         for name, artifact in wanted.items():
             results[name] = fleet.ensure(artifact(), module.check_mode) if artifact else None
+        if params["kubernetes_src"]:
+            for artifact in fleet.kubernetes_artifacts(params["kubernetes_commands"]):
+                kubernetes[artifact.binary_name] = fleet.ensure(artifact, module.check_mode)
     except CacheCorrupted as error:
         module.fail_json(msg=str(error))
     except BuildFailed as error:
@@ -207,8 +244,9 @@ def main():
     except Exception as error:  # a bug here must still say where it happened
         module.fail_json(msg="runc_gvisor_build failed: %s" % error, exception=traceback.format_exc())
 
-    built = [artifact for artifact in results.values() if artifact is not None and artifact.built]
+    built = [artifact for artifact in [*results.values(), *kubernetes.values()] if artifact is not None and artifact.built]
     module.exit_json(changed=bool(built), builds=len(built),
+                     kubernetes={name: artifact.as_dict() for name, artifact in kubernetes.items()},
                      **{name: artifact.as_dict() if artifact else None for name, artifact in results.items()})
 
 

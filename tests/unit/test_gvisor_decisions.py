@@ -81,8 +81,10 @@ def test_sid_without_crun_gets_the_patched_runc_with_exactly_the_patches_its_blo
     assert "crun: not installed" in runtime["why"] and "unsafe procfs detected" in runtime["why"]
     assert [a["value"] for a in record["wrapper_adaptations"]] == ["drop_cgroup_namespace", "refuse_pid_namespace_join"]
     relaxed = {r["answers"][0] for r in record["relaxations"]}
-    # B15: no session keyring per container, as gVisor keeps every one.
-    assert relaxed == {"B1", "B3", "B8", "B15"}
+    # B15: no session keyring per container, as gVisor keeps every one; B12,
+    # B16 and B21: the kubelet's node (k3s, the default engine).
+    assert relaxed == {"B1", "B3", "B8", "B15", "B12", "B16", "B21"}
+    assert {r["answers"][0] for r in decide(SID_WITHOUT_CRUN, engine="containerd")["relaxations"]} == {"B1", "B3", "B8", "B15"}
 
 
 def test_a_host_that_needs_b2_gets_patch_0001():
@@ -177,12 +179,41 @@ def test_no_new_keyring_only_where_the_keyring_cannot_be_joined():
     assert not any("NoNewKeyring" in r["value"] for r in plain["relaxations"])
 
 
-def test_k3s_gets_the_flags_and_prestart_options_the_blockers_call_for():
-    k3s = decide(SID)["k3s"]
-    assert [flag["answers"] for flag in k3s["flags"]] == [["B7"], ["B13"]]
-    assert k3s["flags"][0]["value"] == {"snapshotter": "native"}
-    assert k3s["prestart"] == [{"value": "--dev-kmsg", "answers": ["B12"], "why": "bind /dev/null over the missing /dev/kmsg"}]
-    assert decide(PLAIN)["k3s"] == {"flags": [], "prestart": []}
+def test_kubelet_engines_get_the_node_preparation_and_kubelet_settings_the_blockers_call_for():
+    for engine in ("k3s", "kubernetes"):
+        record = decide(SID, engine=engine)
+        kubernetes = record["kubernetes"]
+        assert record["container_engine"] == engine
+        assert [(step["value"], step["answers"]) for step in kubernetes["node"]] == [
+            ("--private-mount-namespace", ["B17"]), ("--kernel-tunables", ["B16"]), ("--dev-kmsg", ["B12"]),
+            ("--cgroup-freezer", ["B18"]), ("--node-bridge", ["B19"])]
+        assert [(f["value"], f["answers"]) for f in kubernetes["kubelet"]] == [
+            ({"failCgroupV1": False}, ["B20"]), ({"localStorageCapacityIsolation": False}, ["B21"])]
+        assert kubernetes["kube_proxy"]["value"] is False and kubernetes["kube_proxy"]["answers"] == ["B13"]
+        # Each blocker is answered once, in one place.
+        assert record["unanswered"] == []
+        assert all(len(record["answered_by"][b]) == 1 for b in gd.KUBELET_BLOCKERS if b in record["answered_by"])
+    k3s = decide(SID, engine="k3s")["k3s"]
+    assert k3s["flags"] == [{"value": {"disable-kube-proxy": True, "disable-network-policy": True}, "answers": [],
+                             "why": "no netfilter: k3s's kube-proxy and network policy controller would stop k3s"}]
+    assert decide(SID, engine="kubernetes")["k3s"] is None
+
+
+def test_a_plain_host_gets_no_node_preparation_but_a_shared_root():
+    kubernetes = decide(PLAIN, engine="kubernetes")["kubernetes"]
+    assert [step["value"] for step in kubernetes["node"]] == ["--shared-root"]
+    # This machine's kernel is cgroup v1: the kubelet's refusal is not gVisor's.
+    assert [f["answers"] for f in kubernetes["kubelet"]] == [["B20"]]
+    assert kubernetes["kube_proxy"]["value"] is True
+    assert decide(PLAIN, engine="k3s")["k3s"] == {"flags": []}
+
+
+def test_the_containerd_engine_runs_no_kubelet_and_needs_no_kubelet_remedy():
+    record = decide(SID, engine="containerd")
+    assert record["kubernetes"] is None and record["k3s"] is None
+    for blocker in ("B12", "B13", "B16", "B17", "B18", "B19", "B20", "B21"):
+        assert record["answered_by"][blocker] == ["no kubelet on engine containerd"]
+    assert not any("kubelet" in r["value"] or "kmsg" in r["value"] for r in record["relaxations"])
 
 
 def test_b14_is_crun_s_own_and_another_runtime_answers_it():

@@ -174,6 +174,13 @@ OBSERVED_PLAIN = {
     "procfs_is_procfs": True,
     "dev_kmsg": True,
     "netfilter_conntrack_sysctls": True,
+    "kubelet_tunables": {name: {"value": str(value), "error": None} for name, value in {
+        "vm/overcommit_memory": 0, "vm/panic_on_oom": 0, "kernel/panic": 1, "kernel/panic_on_oops": 0,
+        "kernel/keys/root_maxkeys": 1000000, "kernel/keys/root_maxbytes": 25000000}.items()},
+    "mount_peer_unmount": {"works": True, "error": None},
+    "cgroup_freezer": True,
+    "cpuacct_usage_percpu": True,
+    "default_route": True,
     "child_subreaper": True,
     "child_subreaper_error": None,
     "keyring": {"session_keyring_join": True, "error": None, "kept_after_exit": False,
@@ -196,6 +203,22 @@ OBSERVED_GVISOR_20240729 = {
     "procfs_is_procfs": True,
     "dev_kmsg": False,
     "netfilter_conntrack_sysctls": False,
+    # Seen on a gVisor 20240729 sid node (scripts/demo's).
+    "kubelet_tunables": {
+        "vm/overcommit_memory": {"value": "0", "error": "write /proc/sys/vm/overcommit_memory: input/output error"},
+        "vm/panic_on_oom": {"value": None, "error": "open /proc/sys/vm/panic_on_oom: no such file or directory"},
+        "kernel/panic": {"value": None, "error": "open /proc/sys/kernel/panic: no such file or directory"},
+        "kernel/panic_on_oops": {"value": None, "error": "open /proc/sys/kernel/panic_on_oops: no such file or directory"},
+        "kernel/keys/root_maxkeys": {"value": None,
+                                     "error": "open /proc/sys/kernel/keys/root_maxkeys: no such file or directory"},
+        "kernel/keys/root_maxbytes": {"value": None,
+                                      "error": "open /proc/sys/kernel/keys/root_maxbytes: no such file or directory"},
+    },
+    "mount_peer_unmount": {"works": False,
+                           "error": "umount /var/tmp/gvisor-probe-peer-dujgfygn/propagated: EBUSY: Device or resource busy"},
+    "cgroup_freezer": False,
+    "cpuacct_usage_percpu": False,
+    "default_route": False,
     "child_subreaper": True,
     "child_subreaper_error": None,
     # Seen: gVisor frees no session keyring; DESCRIBE of an exited child's says EACCES, not ENOKEY.
@@ -566,13 +589,16 @@ def test_b11_is_runc_inits_fifo_open_only():
     assert not gf.BLOCKER_CATALOGUE["B11"].matches("read /dev/ptmx: interrupted system call")
 
 
-def test_plain_host_has_no_blockers():
-    assert gf.evaluate_blockers(OBSERVED_PLAIN) == []
+def test_plain_host_has_no_blockers_but_the_kubelets_cgroup_v1_refusal():
+    # This machine's kernel runs cgroup v1, which kubelet v1.35 refuses too: not gVisor's.
+    assert blocker_ids(OBSERVED_PLAIN) == ["B20"]
+    assert gf.evaluate_blockers(facts_with(OBSERVED_PLAIN, cgroup={"version": 2, "controllers": ["cpu"]})) == []
 
 
 def test_gvisor_20240729_sid_node():
     facts = OBSERVED_GVISOR_20240729
-    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15"]
+    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
+                                  "B16", "B17", "B18", "B19", "B20", "B21"]
     assert "with crun" in blocker(facts, "B14")["evidence"]
     assert blocker(facts, "B3")["evidence"] == "procfs root inode is 86, runc 1.3.6+ds1 verifies st_ino == 1"
     assert "containerd is 2.1.9+unknown" in blocker(facts, "B5")["evidence"]
@@ -588,7 +614,8 @@ def test_gvisor_20240729_with_stock_bookworm_runc():
         runc=OBSERVED_GVISOR_20221219["runc"],
         containerd=OBSERVED_GVISOR_20221219["containerd"],
     )
-    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13", "B14", "B15"]
+    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
+                                  "B16", "B17", "B18", "B19", "B20", "B21"]
 
 
 def test_gvisor_20221219_bookworm_node():
@@ -605,7 +632,7 @@ def test_b15_a_kept_keyring_or_a_spent_quota():
     spent = facts_with(OBSERVED_PLAIN, keyring={"session_keyring_join": False, "error": "EDQUOT: Disk quota exceeded",
                                                 "kept_after_exit": None, "kept_answer": None})
     # The join fails (B6) because the quota is spent (B15).
-    assert blocker_ids(spent) == ["B6", "B15"]
+    assert blocker_ids(spent) == ["B6", "B15", "B20"]
     assert "quota is spent already" in blocker(spent, "B15")["evidence"]
     assert "B15" not in blocker_ids(OBSERVED_PLAIN)
     # What crun said in the soak once the quota was spent.
@@ -647,9 +674,14 @@ def test_untested_facts_raise_no_blockers():
         pid_namespace_join={"works": None, "error": "no answer within 5.0 s (killed)"},
         netlink=gf.netlink_not_tested(gf.SKIPPED),
         runtime_check={},
+        kubelet_tunables={},
+        mount_peer_unmount={"works": None, "error": gf.SKIPPED},
+        cgroup_freezer=None,
+        cpuacct_usage_percpu=None,
+        default_route=None,
     )
-    # What remains comes from facts that were read: B11 from gVisor itself.
-    assert blocker_ids(skipped) == ["B1", "B3", "B5", "B11", "B12", "B13"]
+    # What remains comes from facts that were read: B11 from gVisor itself, B20 from the cgroup mounts.
+    assert blocker_ids(skipped) == ["B1", "B3", "B5", "B11", "B12", "B13", "B20"]
 
 
 def test_blockers_from_partial_facts_do_not_raise():
