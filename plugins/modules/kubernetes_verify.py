@@ -47,9 +47,8 @@ options:
     type: path
     required: true
   marker:
-    description: This run's marker, new every run, so that an old log cannot pass.
+    description: This run's marker, so that an old log cannot pass; omitted, a new random one.
     type: str
-    required: true
   timeout:
     description: Seconds each wait may take.
     type: float
@@ -64,7 +63,6 @@ EXAMPLES = r"""
     node: node-1
     image: localhost/k3s-gvisor/probe:1
     wrapper: /usr/local/bin/runc-gvisor
-    marker: k3s-gvisor-1700000000
 """
 
 RETURN = r"""
@@ -103,6 +101,8 @@ runtime_binary:
   type: str
 """
 
+import uuid
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.kubernetes_verify import KubernetesCheck
 
@@ -115,7 +115,7 @@ def main():
             node=dict(type="str", required=True),
             image=dict(type="str", required=True),
             wrapper=dict(type="path", required=True),
-            marker=dict(type="str", required=True),
+            marker=dict(type="str"),
             timeout=dict(type="float", default=120.0),
         ),
         supports_check_mode=True,
@@ -124,7 +124,8 @@ def main():
         module.exit_json(changed=False, checked=False, ok=False)
     params = module.params
     check = KubernetesCheck(kubectl=params["kubectl"], ctr=params["ctr"], node=params["node"], image=params["image"],
-                            wrapper=params["wrapper"], marker=params["marker"], timeout=params["timeout"])
+                            wrapper=params["wrapper"], marker=params["marker"] or uuid.uuid4().hex[:12],
+                            timeout=params["timeout"])
     module.exit_json(changed=False, checked=True, **check.run())
 
 

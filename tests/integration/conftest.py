@@ -43,6 +43,17 @@ def skip_unless_registered(runtime: str) -> None:
                     "(runsc-legacy, gVisor 20221219, exists on bookworm machines only)")
 
 
+def molecule_test(scenario: str) -> str:
+    """`molecule test --scenario-name SCENARIO` as a user runs it; its whole output is a failure's text."""
+    # Molecule sets ANSIBLE_CONFIG to the config it generates (pipelining: .config/molecule/config.yml).
+    env = dict(os.environ, PY_COLORS="0", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run([str(VENV_BIN / "molecule"), "test", "--scenario-name", scenario],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-20000:]
+    return output
+
+
 class Node:
     """A node container and how to run the project's playbooks against it."""
 

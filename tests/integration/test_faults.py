@@ -38,7 +38,8 @@ pytestmark = pytest.mark.slow
 
 SUPERVISE = "/usr/local/bin/k3s-gvisor-supervise"
 # The engine role's tasks that start the engine under the supervisor.
-ENGINE_STARTS = ("engine : Start the engine under the supervisor", "engine : Restart the engine under the supervisor")
+ENGINE_STARTS = ("engine : Start the engine's processes under the supervisor",
+                 "engine : Restart the engine's processes under the supervisor")
 # A first converge prints about 80 task banners; the interrupt lands at one of
 # the first INTERRUPT_TASKS (the verify stage's included tasks come after),
 # a random fraction of INTERRUPT_LATE_SECONDS after its banner.

@@ -48,7 +48,9 @@ PAUSE = "localhost/k3s-gvisor/pause:1"
 PROBE_TASK = "Probe the host and decide what it needs"
 # What a converge leaves and reset must remove (the runtime's own paths are
 # test_engine's to check).
-K3S_PATHS = [K3S, "/usr/local/bin/k3s-gvisor-prestart", "/etc/systemd/system/k3s.service",
+NODE_SCRIPT = "/usr/local/bin/k3s-gvisor-node"
+KUBELET_DROPIN = "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/10-k3s-gvisor.conf"
+K3S_PATHS = [K3S, NODE_SCRIPT, "/etc/systemd/system/k3s.service",
              "/etc/rancher", "/var/lib/rancher", "/run/k3s", "/var/lib/kubelet", "/run/flannel",
              SUPERVISE, "/run/k3s-gvisor", "/var/log/k3s-gvisor"]
 
@@ -176,13 +178,14 @@ def test_server_config_has_the_flags_the_record_names(cluster, record):
     config = yaml.safe_load(read(server, CONFIG))
     for flag in record["k3s"]["flags"]:
         assert {key: config.get(key) for key in flag["value"]} == flag["value"], flag
-    assert {answer for flag in record["k3s"]["flags"] for answer in flag["answers"]} == {"B7", "B13"}
-    assert config["snapshotter"] == "native"  # B7 on this node
+    assert config["snapshotter"] == "native"  # B7 on this node, the engine's decision
+    assert config["node-ip"] == "10.42.0.1"  # no default route (B19): the pod bridge's gateway
     assert config["pause-image"] == PAUSE  # the engine's own pause image, pinned
     assert config["flannel-backend"] == "none"
-    # No /proc/sys/net/netfilter on gVisor (the probe's netfilter_conntrack_sysctls).
-    assert config["kube-proxy-arg"] == ["conntrack-max-per-core=0", "conntrack-tcp-timeout-established=0",
-                                        "conntrack-tcp-timeout-close-wait=0"]
+    # No netfilter on gVisor (B13): k3s's source stops k3s on a kube-proxy or network policy error.
+    assert record["kubernetes"]["kube_proxy"]["value"] is False
+    assert config["disable-kube-proxy"] is True and config["disable-network-policy"] is True
+    assert "kube-proxy-arg" not in config
     assert "default-runtime" not in config  # the template makes runc-gvisor the default
     assert "server" not in config and "cluster-init" not in config  # one server: it starts the cluster
     assert config["token"] == cluster.token
@@ -213,19 +216,28 @@ def test_containerd_template_for_the_release(cluster):
         assert 'ne .NodeConfig.AgentConfig.Snapshotter "native"' in template  # checked against B7
 
 
-def test_k3s_runs_under_the_supervisor_with_its_role(cluster, record):
-    assert [option["value"] for option in record["k3s"]["prestart"]] == ["--dev-kmsg"]  # B12
+def test_k3s_runs_under_the_supervisor_behind_the_node_preparation(cluster, record):
+    options = [step["value"] for step in record["kubernetes"]["node"]]
+    assert options == ["--private-mount-namespace", "--kernel-tunables", "--dev-kmsg", "--cgroup-freezer",
+                       "--node-bridge"]  # B17, B16, B12, B18, B19
     for node, role in ((cluster.servers[0], "server"), (cluster.agents[0], "agent")):
         code, state = supervised_k3s(node)
         assert code == 0, state
-        # The prestart runs in front of k3s (and execs it) on every (re)start.
-        assert state["command"] == ["/usr/local/bin/k3s-gvisor-prestart", "--dev-kmsg", "--", K3S, role]
+        # k3s-gvisor-node prepares the node and execs k3s on every (re)start.
+        assert state["command"] == [NODE_SCRIPT, *options[:-1], "--node-bridge=gvbr0=10.42.0.1/24", "--", K3S, role]
         run = json.loads(read(node, STANDIN_RUN))
         assert run["argv"] == [K3S, role] and run["pid"] == state["daemon_pid"]
-        mountinfo = read(node, "/proc/self/mountinfo").splitlines()
-        root = [line for line in mountinfo if line.split()[4] == "/"][-1]
-        assert " shared:" in root  # mount --make-rshared /
-        assert any(line.split()[4] == "/dev/kmsg" for line in mountinfo)  # /dev/null bound over it
+        # k3s's own mount namespace: /var/lib/kubelet rshared, / not, the views and the kmsg bind.
+        mounts = {line.split()[4]: line for line in read(node, f"/proc/{run['pid']}/mountinfo").splitlines()}
+        assert " shared:" in mounts["/var/lib/kubelet"] and " shared:" not in mounts["/"]
+        assert {"/dev/kmsg", "/proc/sys/vm", "/proc/sys/kernel"} <= set(mounts)
+        # Outside it, the host is as it was but for the freezer directory and the bridge.
+        assert "/dev/kmsg" not in read(node, "/proc/self/mountinfo")
+        assert exists(node, ["/sys/fs/cgroup/freezer"]) == {"/sys/fs/cgroup/freezer": True}
+        assert " 10.42.0.1/24 " in node.exec("ip", "-4", "-o", "addr", "show", "dev", "gvbr0").stdout
+        # The record's kubelet settings reach k3s's kubelet through its kubelet.conf.d.
+        dropin = yaml.safe_load(read(node, KUBELET_DROPIN))
+        assert dropin["failCgroupV1"] is False and dropin["localStorageCapacityIsolation"] is False
 
 
 def test_the_pause_image_is_made_and_imported_through_k3s_ctr(cluster):
@@ -275,7 +287,7 @@ def test_changing_a_variable_restarts_only_k3s_on_that_node(cluster):
         {"engine_k3s_server_config": {"node-label": ["k3s-gvisor/test=1"]}}))
     assert runs[server.name].returncode == 0, runs[server.name].stderr
     assert changed_tasks(runs[server.name], role="engine") == [
-        "engine : Write k3s's config.yaml", "engine : Restart the engine under the supervisor"]
+        "engine : Write k3s's config.yaml", "engine : Restart the engine's processes under the supervisor"]
     assert changed_tasks(runs[agent.name], role="engine") == []
     assert yaml.safe_load(read(server, CONFIG))["node-label"] == ["k3s-gvisor/test=1"]
     assert supervised_k3s(server)[1]["daemon_pid"] != pids[server.name]

@@ -9,14 +9,12 @@ A failed scenario's whole output is the failure's text.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
-from conftest import REPO, VENV_BIN, skip_unless_registered
+from conftest import molecule_test, skip_unless_registered
 
 # multinode is default's converge on three nodes at once: in the slow tier.
+# kubernetes has a file of its own (test_kubernetes.py), so that CI's other worker can take it.
 SCENARIOS = ["default", "trixie", "legacy", pytest.param("multinode", marks=pytest.mark.slow)]
 # legacy's node runs on gVisor 20221219 (molecule/legacy/molecule.yml).
 NEEDS_RUNTIME = {"legacy": "runsc-legacy"}
@@ -26,10 +24,4 @@ NEEDS_RUNTIME = {"legacy": "runsc-legacy"}
 def test_scenario(scenario):
     if scenario in NEEDS_RUNTIME:
         skip_unless_registered(NEEDS_RUNTIME[scenario])
-    # Molecule sets ANSIBLE_CONFIG to the config it generates (pipelining: .config/molecule/config.yml).
-    env = dict(os.environ, PY_COLORS="0", ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run([str(VENV_BIN / "molecule"), "test", "--scenario-name", scenario],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-20000:]
-    print(output[-3000:])
+    print(molecule_test(scenario)[-3000:])

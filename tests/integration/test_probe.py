@@ -53,9 +53,13 @@ def test_gvisor_20240729_sid_facts(gvisor_sid):
     assert facts["containerd"]["version"].startswith("2.")
     assert facts["netlink"]["veth"]["works"] and facts["netlink"]["bridge"]["works"]
     assert facts["netlink"]["route_del"]["works"] is False
+    assert facts["mount_peer_unmount"]["works"] is False and "EBUSY" in facts["mount_peer_unmount"]["error"]
+    assert facts["kubelet_tunables"]["vm/panic_on_oom"]["error"].endswith("no such file or directory")
+    assert facts["default_route"] is False and facts["cgroup_freezer"] is False
 
 
-SID_BLOCKERS = {"B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15"}
+SID_BLOCKERS = {"B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
+                "B16", "B17", "B18", "B19", "B20", "B21"}
 
 
 def test_gvisor_20240729_sid_blockers(gvisor_sid):
@@ -66,7 +70,8 @@ def test_gvisor_20240729_sid_blockers(gvisor_sid):
     # mount, B9 on a CRI container joining its pod's PID namespace, B10 from
     # netlink, B11 from gVisor, B12 and B13 (files gVisor lacks), B14 from
     # crun's masks, B15 from a keyring kept after its process (the soak ran
-    # out of them). cap_last_cap exists on 20240729 (no B2),
+    # out of them), B16-B21 from a real kubelet v1.35.4 (field notes 9; B17's
+    # EBUSY tried here in a private namespace). cap_last_cap exists on 20240729 (no B2),
     # PR_SET_CHILD_SUBREAPER works (no B4) and so does joining a session keyring (no B6).
     assert blocker_ids(facts) == SID_BLOCKERS
     assert facts["keyring"]["kept_after_exit"] is True, facts["keyring"]
