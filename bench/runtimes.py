@@ -76,17 +76,17 @@ class Node:
     def exists(self) -> bool:
         return subprocess.run(["docker", "inspect", self.name], capture_output=True).returncode == 0
 
-    def create(self) -> None:
+    def create(self, runtime: str = "runsc") -> None:
         run(str(REPO / "scripts/gvisor-node"), "destroy", self.name)
-        run(str(REPO / "scripts/gvisor-node"), "create", self.name, "--image", "sid", "--runtime", "runsc")
+        run(str(REPO / "scripts/gvisor-node"), "create", self.name, "--image", "sid", "--runtime", runtime)
 
     def destroy(self) -> None:
         run(str(REPO / "scripts/gvisor-node"), "destroy", self.name)
 
-    def converge(self, *args: str) -> None:
-        """site.yml with the containerd engine, as the tests run it."""
+    def converge(self, *args: str, engine: str = "containerd") -> None:
+        """site.yml with the containerd engine (or another), as the tests run it."""
         host = {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3",
-                "container_engine": "containerd"}
+                "container_engine": engine}
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             inventory = Path(tmp) / "inventory.yml"
             inventory.write_text(yaml.safe_dump({"k3s_cluster": {"children": {"server": {"hosts": {self.name: host}}}}}))
