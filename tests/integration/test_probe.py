@@ -124,7 +124,8 @@ def test_gvisor_20240729_trixie_gets_the_patched_runc(node_factory):
     assert facts["containerd"]["version"].startswith("1.7.")
     # containerd 1.7 has no kernel check (no B5); runc 1.1 has neither the
     # procfs root check (B3) nor the size-limited masking tmpfs (B8).
-    assert blocker_ids(facts) == {"B1", "B7", "B9", "B10", "B11", "B12", "B13", "B15"}
+    assert blocker_ids(facts) == {"B1", "B7", "B9", "B10", "B11", "B12", "B13", "B15",
+                                  "B16", "B17", "B18", "B19", "B20", "B21"}
     assert "cannot resolve `null` under rootfs" in facts["runtime_check"]["crun"]["cri"]["error"]
     assert facts["runtime_check"]["runc"]["cri"]["works"] is True
     assert "interrupted system call" in facts["runtime_check"]["runc"]["signal_before_start"]["error"]
