@@ -56,7 +56,8 @@ def start(names: list[str], node: str) -> dict[str, float]:
         if time.monotonic() - started > TIMEOUT_SECONDS:
             raise SystemExit(f"not Ready within {TIMEOUT_SECONDS} s: {sorted(set(names) - set(latencies))}")
         now = time.monotonic()
-        for name in ready_pods() - set(latencies):
+        # Earlier waves' pods are still there (serial mode): only this wave's count.
+        for name in (ready_pods() & set(names)) - set(latencies):
             latencies[name] = now - started
         time.sleep(POLL_SECONDS)
     return latencies
