@@ -17,7 +17,7 @@ import shutil
 import tempfile
 
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import (
-    MNT_DETACH, _fs, check_call, enter_private_mount_namespace, errno_text, libc, outcome, outcome_from_child,
+    CLONE_NEWNS, MNT_DETACH, _fs, check_call, enter_private_mount_namespace, errno_text, libc, outcome, outcome_from_child,
     read_text, run_forked,
 )
 
@@ -38,7 +38,6 @@ PROC_SYS = "/proc/sys"
 # between the first converge and the next.
 NODE_MARKS = "/run/k3s-gvisor/node"
 MS_SHARED = 1 << 20
-CLONE_NEWNS = 0x00020000
 
 
 def read_tunable(path: str, wanted: int) -> dict:
