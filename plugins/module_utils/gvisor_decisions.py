@@ -269,9 +269,18 @@ def kubernetes_settings(facts: dict, engine: str) -> dict | None:
     return {
         "node": node_preparation(blockers),
         "kubelet": kubelet_configuration(blockers),
-        "kube_proxy": entry(False, ["B13"], "no netfilter: kube-proxy cannot program Services here")
-        if "B13" in blockers else entry(True, [], "netfilter present"),
+        "service_proxy": service_proxy(blockers),
     }
+
+
+def service_proxy(blockers: set) -> dict:
+    """What serves Services on the node: kube-proxy, or where there is no
+    netfilter our proxy, which owns each ClusterIP on the pod bridge. Never both."""
+    if "B13" in blockers:
+        return entry("gvisor-service-proxy", ["B13"],
+                     "no netfilter: kube-proxy cannot program Services, so a node-local proxy owns each ClusterIP on "
+                     "the pod bridge and splices connections to the ready endpoints")
+    return entry("kube-proxy", [], "netfilter present")
 
 
 def k3s_settings(kubernetes: dict | None, engine: str) -> dict | None:
@@ -280,9 +289,9 @@ def k3s_settings(kubernetes: dict | None, engine: str) -> dict | None:
     if engine != "k3s":
         return None
     flags = []
-    if kubernetes["kube_proxy"]["value"] is False:
+    if kubernetes["service_proxy"]["value"] != "kube-proxy":
         # k3s's source: an embedded kube-proxy or network policy error shuts k3s down.
-        # Renders kubernetes.kube_proxy, which answers B13.
+        # Renders kubernetes.service_proxy, which answers B13.
         flags.append(entry({"disable-kube-proxy": True, "disable-network-policy": True}, [],
                            "no netfilter: k3s's kube-proxy and network policy controller would stop k3s"))
     return {"flags": flags}
@@ -382,7 +391,7 @@ def answered_by(record: dict) -> dict[str, list[str]]:
         note(step, f"k3s-gvisor-node {step['value']}")
     for fragment in kubernetes["kubelet"]:
         note(fragment, "kubelet " + ", ".join(f"{key}: {value}" for key, value in fragment["value"].items()))
-    note(kubernetes["kube_proxy"], "no kube-proxy")
+    note(kubernetes["service_proxy"], kubernetes["service_proxy"]["value"])
     for flag in (record["k3s"] or {}).get("flags", []):
         note(flag, "k3s " + ", ".join(flag["value"]))
     return answers

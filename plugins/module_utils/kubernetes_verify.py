@@ -3,8 +3,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Verify through Kubernetes what users do with it: the node Ready, a Pod
 applied with kubectl Running through the engine's runtime (runc-gvisor), its
-log, kubectl exec into it, a Deployment of 3 replicas available and scaled
-to 0, everything deleted after. Each step is timed; a failure names the
+log, kubectl exec into it, (where the engine serves them, Services and DNS:
+kubernetes_services), a Deployment of 3 replicas available and scaled to 0,
+everything deleted after. Each step is timed; a failure names the
 step, what kubectl said and the pods' events.
 
 Standard library only (it runs with the node's python): kubectl and ctr are
@@ -181,11 +182,16 @@ class KubernetesCheck:
         return [f"{item['involvedObject'].get('name')}: {item.get('reason')}: {item.get('message', '').strip()}"
                 for item in items if MANAGED_BY in item["involvedObject"].get("name", "")][-20:]
 
-    def run(self) -> dict:
-        """Every step in order, timed; {ok, failed_step, failure, events, steps}."""
+    def run(self, services=None) -> dict:
+        """Every step in order, timed; {ok, failed_step, failure, events, steps}. With
+        services (a ServicesCheck), its steps run after exec, from the probe pod."""
         steps = (("node_ready", self.node_ready), ("pod_running", self.pod_running), ("runtime", self.runtime),
-                 ("logs", self.logs), ("exec", self.exec), ("deployment_available", self.deployment_available),
+                 ("logs", self.logs), ("exec", self.exec), *(services.run_steps() if services else ()),
+                 ("deployment_available", self.deployment_available),
                  ("scaled_to_zero", self.scaled_to_zero), ("cleanup", self.cleanup))
+        # What a step found, beyond its time, in the result under the step's name.
+        answers = {"runtime": "runtime_binary", "kubernetes_default": "apiserver_version",
+                   "endpoint_churn": "endpoint_churn"}
         result = {"ok": True, "failed_step": None, "failure": None, "events": [], "node": self.node,
                   "pod": self.pod}
         try:
@@ -193,17 +199,19 @@ class KubernetesCheck:
                 started = time.monotonic()
                 answer = step()
                 self.steps[name] = round(time.monotonic() - started, 3)
-                if name == "runtime":
-                    result["runtime_binary"] = answer
+                if name in answers:
+                    result[answers[name]] = answer
         except (StepFailed, subprocess.SubprocessError, KeyError, IndexError, ValueError) as error:
             events = self.events()
             # The blocker catalogue diagnoses what kubectl and the events said.
             result.update(ok=False, failed_step=name, events=events,
                           failure=diagnose(f"kubernetes {name}", "; ".join([str(error), *events])))
-            try:
-                self.cleanup()
-            except (StepFailed, subprocess.SubprocessError):
-                pass
+            for cleanup in (services.cleanup if services else None, self.cleanup):
+                try:
+                    if cleanup:
+                        cleanup()
+                except (StepFailed, subprocess.SubprocessError):
+                    pass
         result["steps"] = dict(self.steps)
         return result
 

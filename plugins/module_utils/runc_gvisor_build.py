@@ -47,8 +47,11 @@ LOOPBACK_PACKAGE = CNI_PLUGINS_MODULE + "/plugins/main/loopback"
 # The kubernetes engine's binaries: Kubernetes's commands from its module (the
 # build module repeats its staging replace block), and kine from its own.
 KUBERNETES_MODULE = "k8s.io/kubernetes"
-KUBERNETES_COMMANDS = ("kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubeadm")
+KUBERNETES_COMMANDS = ("kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubeadm",
+                       "kube-proxy")
 KINE_MODULE = "github.com/k3s-io/kine"
+# Services and DNS where there is no netfilter: our proxy, and CoreDNS from its module.
+COREDNS_MODULE = "github.com/coredns/coredns"
 
 
 def kubernetes_version_stamps(version: str) -> dict[str, str]:
@@ -231,6 +234,8 @@ class FleetBuild:
     cni_src: str | None = None
     kubernetes_src: str | None = None
     kine_src: str | None = None
+    service_proxy_src: str | None = None
+    coredns_src: str | None = None
     build_script: str | None = None
     patches: list[str] = field(default_factory=list)
     runc_source: str = "module"
@@ -283,6 +288,14 @@ class FleetBuild:
         version = required_version(os.path.join(self.kine_src, "go.mod"), KINE_MODULE)
         return self.go_artifact("kine", "kine", self.kine_src, KINE_MODULE, version,
                                 {f"{KINE_MODULE}/pkg/version.Version": version})
+
+    def service_proxy_artifact(self) -> Artifact:
+        return self.go_artifact("service-proxy", "gvisor-service-proxy", self.service_proxy_src)
+
+    def coredns_artifact(self) -> Artifact:
+        """CoreDNS with the cluster's plugins, at the release its build module requires."""
+        version = required_version(os.path.join(self.coredns_src, "go.mod"), COREDNS_MODULE)
+        return self.go_artifact("coredns", "coredns", self.coredns_src, ".", version)
 
     def go_artifact(self, kind: str, binary_name: str, src: str, package: str = ".",
                     version: str | None = None, stamps: dict | None = None) -> Artifact:

@@ -574,7 +574,7 @@ ansible_facts:
             kubernetes:
               description:
                 - Null on engines without a kubelet. Else V(node) (k3s-gvisor-node's options, redone before every start),
-                  V(kubelet) (KubeletConfiguration fragments) and V(kube_proxy) (false where netfilter is missing),
+                  V(kubelet) (KubeletConfiguration fragments) and V(service_proxy) (V(gvisor-service-proxy) where netfilter is missing, else V(kube-proxy)),
                   each C({value, answers, why}).
               type: dict
             k3s:

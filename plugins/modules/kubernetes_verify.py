@@ -14,6 +14,11 @@ description:
     node by its name, Running; containerd's record of its container names the runtime wrapper (runc-gvisor); its
     log holds this run's marker; C(kubectl exec) into it answers; a Deployment of 3 replicas becomes available and is
     scaled to 0; everything this module made is deleted again (also what an interrupted earlier run left).
+  - With O(services), between exec and the Deployment - CoreDNS available; a Deployment behind a NodePort Service
+    reached from the Pod by the Service's DNS name, short name and ClusterIP; C(kubernetes.default) answering
+    C(/version) through its Service; the NodePort from the node; and while the node requests the ClusterIP without
+    pause, the Deployment scaled 3 to 0 to 3 with no request reaching a removed endpoint two seconds after its
+    removal. A failure names the hop (DNS, ClusterIP, endpoint).
   - Each step is timed. A failure names the step, what kubectl said, and the events of the objects this run made.
   - The cluster is left as it was found, so the module reports C(changed=false). In check mode nothing runs.
 attributes:
@@ -53,6 +58,18 @@ options:
     description: Seconds each wait may take.
     type: float
     default: 120
+  services:
+    description: Check Services and the cluster DNS too; C(node_ip) is the address NodePorts are served on.
+    type: dict
+    suboptions:
+      node_ip:
+        description: The node's address, for the NodePort.
+        type: str
+        required: true
+      cluster_domain:
+        description: The cluster's DNS domain.
+        type: str
+        default: cluster.local
 """
 
 EXAMPLES = r"""
@@ -63,6 +80,8 @@ EXAMPLES = r"""
     node: node-1
     image: localhost/k3s-gvisor/probe:1
     wrapper: /usr/local/bin/runc-gvisor
+    services:
+      node_ip: 10.42.0.1
 """
 
 RETURN = r"""
@@ -91,7 +110,10 @@ events:
   type: list
   elements: str
 steps:
-  description: Seconds each step took, in order (node_ready, pod_running, runtime, logs, exec, deployment_available, scaled_to_zero, cleanup).
+  description:
+    - Seconds each step took, in order (node_ready, pod_running, runtime, logs, exec, deployment_available,
+      scaled_to_zero, cleanup); with O(services), after exec dns_ready, service_ready, dns_lookup, cluster_ip,
+      service_by_name, kubernetes_default, node_port, endpoint_churn and services_cleanup.
   returned: success
   type: dict
   sample: {node_ready: 0.2, pod_running: 3.1}
@@ -99,11 +121,21 @@ runtime_binary:
   description: The runtime binary containerd recorded for the Pod's container.
   returned: when that step passed
   type: str
+apiserver_version:
+  description: The version C(kubernetes.default) answered from the Pod.
+  returned: when that step passed
+  type: str
+endpoint_churn:
+  description: The churn loop's requests, those answered, and when the first new endpoint answered.
+  returned: when that step passed
+  type: dict
+  sample: {requests: 120, answered: 80, first_new_answer_after_seconds: 9.2}
 """
 
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.kubernetes_services import ServicesCheck
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.kubernetes_verify import KubernetesCheck
 
 
@@ -117,6 +149,10 @@ def main():
             wrapper=dict(type="path", required=True),
             marker=dict(type="str"),
             timeout=dict(type="float", default=120.0),
+            services=dict(type="dict", options=dict(
+                node_ip=dict(type="str", required=True),
+                cluster_domain=dict(type="str", default="cluster.local"),
+            )),
         ),
         supports_check_mode=True,
     )
@@ -126,7 +162,9 @@ def main():
     check = KubernetesCheck(kubectl=params["kubectl"], ctr=params["ctr"], node=params["node"], image=params["image"],
                             wrapper=params["wrapper"], marker=params["marker"] or uuid.uuid4().hex[:12],
                             timeout=params["timeout"])
-    module.exit_json(changed=False, checked=True, **check.run())
+    services = params["services"] and ServicesCheck(check, params["services"]["node_ip"],
+                                                    params["services"]["cluster_domain"])
+    module.exit_json(changed=False, checked=True, **check.run(services or None))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: oci_image
-short_description: Build the verify stage's pause or probe image from busybox-static and import it into containerd
+short_description: Build the verify stage's images, or CoreDNS's, and import them into containerd
 description:
   - Builds a one-layer OCI image around the host's static busybox (the pod sandbox "pause" image, or the probe
-    image whose script prints a marker and the container's view), as an OCI image layout archive, and imports it
-    with C(ctr images import). No registry is needed.
+    image whose script prints a marker and the container's view), or an image of one static program (CoreDNS,
+    for the cluster DNS), as an OCI image layout archive, and imports it with C(ctr images import). No registry
+    is needed.
   - The archive is deterministic, so its manifest digest depends only on busybox and this module. When the image
     is already in containerd under O(reference) with that digest, nothing is done.
   - Imported images are unpacked for O(snapshotter), the snapshotter the engine's CRI uses.
@@ -32,14 +33,17 @@ options:
     type: str
     required: true
   kind:
-    description: Which image to build.
+    description: Which image to build; V(coredns) packs O(binary) as C(/coredns).
     type: str
-    choices: [pause, probe]
+    choices: [coredns, pause, probe]
     required: true
   busybox:
     description: A statically linked busybox on the host (Debian C(busybox-static)).
     type: path
     default: /bin/busybox
+  binary:
+    description: The statically linked program of O(kind=coredns), on the host.
+    type: path
   ctr:
     description: The ctr command, with the options that reach the engine (V([ctr, --address, SOCKET]), V([k3s, ctr])).
     type: list
@@ -62,6 +66,13 @@ EXAMPLES = r"""
     kind: pause
     ctr: [ctr, --address, /run/containerd/containerd.sock]
     snapshotter: native
+
+- name: Import CoreDNS's image, built from its module
+  oci_image:
+    reference: localhost/k3s-gvisor/coredns:1.14.7
+    kind: coredns
+    binary: /usr/local/bin/coredns
+    ctr: [ctr, --address, /run/containerd/containerd.sock]
 """
 
 RETURN = r"""
@@ -85,8 +96,14 @@ import platform
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.oci_image import elf_is_static, manifest_digest, oci_architecture, oci_archive, parse_ctr_images
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.oci_image import (
+    elf_is_static, manifest_digest, oci_architecture, oci_archive, parse_ctr_images, program_spec,
+)
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.verify_images import IMAGE_KINDS
+
+
+# Images of one static program, named after it.
+PROGRAM_KINDS = ("coredns",)
 
 
 class ImageImport:
@@ -96,19 +113,23 @@ class ImageImport:
         self.module = module
         params = module.params
         self.ctr = params["ctr"] + ["--namespace", params["namespace"]]
-        busybox = self._read_static_busybox(params["busybox"])
         architecture = oci_architecture(platform.machine())
-        self.spec = IMAGE_KINDS[params["kind"]](params["reference"], busybox, architecture)
+        if params["kind"] in PROGRAM_KINDS:
+            program = self._read_static("binary", params["binary"], "build it with CGO_ENABLED=0")
+            self.spec = program_spec(params["reference"], params["kind"], program, architecture)
+        else:
+            busybox = self._read_static("busybox", params["busybox"], "install busybox-static, or name its binary")
+            self.spec = IMAGE_KINDS[params["kind"]](params["reference"], busybox, architecture)
 
-    def _read_static_busybox(self, path: str) -> bytes:
+    def _read_static(self, option: str, path: str, remedy: str) -> bytes:
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
             static = elf_is_static(data)
         except (OSError, ValueError) as exc:
-            self.module.fail_json(msg=f"busybox={path}: {exc}; install busybox-static")
+            self.module.fail_json(msg=f"{option}={path}: {exc}; {remedy}")
         if not static:
-            self.module.fail_json(msg=f"busybox={path} is dynamically linked; install busybox-static, or name its binary")
+            self.module.fail_json(msg=f"{option}={path} is dynamically linked; {remedy}")
         return data
 
     def _ctr(self, *args: str) -> tuple[int, str]:
@@ -160,12 +181,14 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "reference": {"type": "str", "required": True},
-            "kind": {"type": "str", "required": True, "choices": sorted(IMAGE_KINDS)},
+            "kind": {"type": "str", "required": True, "choices": sorted([*IMAGE_KINDS, *PROGRAM_KINDS])},
             "busybox": {"type": "path", "default": "/bin/busybox"},
+            "binary": {"type": "path"},
             "ctr": {"type": "list", "elements": "str", "default": ["ctr"]},
             "namespace": {"type": "str", "default": "k8s.io"},
             "snapshotter": {"type": "str", "default": ""},
         },
+        required_if=[("kind", kind, ["binary"]) for kind in PROGRAM_KINDS],
         supports_check_mode=True,
     )
     try:

@@ -57,9 +57,15 @@ options:
     description: The Kubernetes commands to build.
     type: list
     elements: str
-    default: [kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubeadm]
+    default: [kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubeadm, kube-proxy]
   kine_src:
     description: Directory of kine's build module. Omitted, kine is not built.
+    type: path
+  service_proxy_src:
+    description: Directory of gvisor-service-proxy's Go module. Omitted, it is not built.
+    type: path
+  coredns_src:
+    description: Directory of CoreDNS's build module (the cluster's plugin set). Omitted, CoreDNS is not built.
     type: path
   build_runc:
     description: Whether to build runc with I(patches).
@@ -159,6 +165,14 @@ kine:
   description: kine's build, as RV(runc); null without I(kine_src).
   returned: always
   type: dict
+service_proxy:
+  description: gvisor-service-proxy's build, as RV(runc); null without I(service_proxy_src).
+  returned: always
+  type: dict
+coredns:
+  description: CoreDNS's build, as RV(runc); null without I(coredns_src).
+  returned: always
+  type: dict
 builds:
   description: How many binaries this run built (or would build, in check mode).
   returned: always
@@ -185,6 +199,8 @@ def main():
             kubernetes_src=dict(type="path"),
             kubernetes_commands=dict(type="list", elements="str", default=list(KUBERNETES_COMMANDS)),
             kine_src=dict(type="path"),
+            service_proxy_src=dict(type="path"),
+            coredns_src=dict(type="path"),
             build_runc=dict(type="bool", default=False),
             patches=dict(type="list", elements="path", default=[]),
             build_script=dict(type="path"),
@@ -209,14 +225,15 @@ def main():
     unknown = sorted(set(params["kubernetes_commands"]) - set(KUBERNETES_COMMANDS))
     if unknown:
         module.fail_json(msg="kubernetes_commands: unknown %s (known: %s)" % (", ".join(unknown), ", ".join(KUBERNETES_COMMANDS)))
-    inputs = [params[name] for name in ("wrapper_src", "cni_src", "kubernetes_src", "kine_src", "runc_module_src",
-                                        "build_script") if params[name]]
+    inputs = [params[name] for name in ("wrapper_src", "cni_src", "kubernetes_src", "kine_src", "service_proxy_src",
+                                        "coredns_src", "runc_module_src", "build_script") if params[name]]
     for path in inputs + params["patches"]:
         if not os.path.exists(path):
             module.fail_json(msg="build input %s does not exist" % path)
     fleet = FleetBuild(
         cache_dir=params["cache_dir"], go_toolchain=params["go_toolchain"], wrapper_src=params["wrapper_src"],
         cni_src=params["cni_src"], kubernetes_src=params["kubernetes_src"], kine_src=params["kine_src"],
+        service_proxy_src=params["service_proxy_src"], coredns_src=params["coredns_src"],
         build_script=params["build_script"], patches=params["patches"],
         runc_source=params["runc_source"], runc_version=params["runc_version"],
         runc_module_src=params["runc_module_src"], upstream_tarball=params["upstream_tarball"],
@@ -228,6 +245,8 @@ def main():
         "cni_loopback": fleet.cni_loopback_artifact if params["cni_src"] else None,
         "runc": fleet.runc_artifact if params["build_runc"] else None,
         "kine": fleet.kine_artifact if params["kine_src"] else None,
+        "service_proxy": fleet.service_proxy_artifact if params["service_proxy_src"] else None,
+        "coredns": fleet.coredns_artifact if params["coredns_src"] else None,
     }
     results = {}
     kubernetes = {}

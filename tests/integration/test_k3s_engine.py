@@ -183,7 +183,7 @@ def test_server_config_has_the_flags_the_record_names(cluster, record):
     assert config["pause-image"] == PAUSE  # the engine's own pause image, pinned
     assert config["flannel-backend"] == "none"
     # No netfilter on gVisor (B13): k3s's source stops k3s on a kube-proxy or network policy error.
-    assert record["kubernetes"]["kube_proxy"]["value"] is False
+    assert record["kubernetes"]["service_proxy"]["value"] == "gvisor-service-proxy"
     assert config["disable-kube-proxy"] is True and config["disable-network-policy"] is True
     assert "kube-proxy-arg" not in config
     assert "default-runtime" not in config  # the template makes runc-gvisor the default

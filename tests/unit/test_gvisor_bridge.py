@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The Go programs the fleet build makes natively: gvisor-bridge and
-upstream's loopback plugin from the CNI module, the wrapper from its own,
-each cached under its own key; and the CNI plugin's Go checks (gofmt, vet,
-staticcheck, its tests), run from here."""
+upstream's loopback plugin from the CNI module, the wrapper and
+gvisor-service-proxy from their own, each cached under its own key; and
+their Go checks (gofmt, vet, staticcheck, tidy, their tests), run from here."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ansible_collections.k3s_gvisor.node.plugins.module_utils import runc_gvisor
 REPO = Path(__file__).resolve().parents[2]
 CNI_SRC = REPO / "roles/runc_gvisor/files/cni"
 WRAPPER_SRC = REPO / "roles/runc_gvisor/files/wrapper"
+SERVICE_PROXY_SRC = REPO / "roles/runc_gvisor/files/service-proxy"
 TOOLCHAIN = subprocess.run([str(REPO / "scripts/go-toolchain")], capture_output=True, text=True, check=True).stdout.strip()
 needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="no Go (scripts/bootstrap installs it)")
 
@@ -36,9 +37,12 @@ def is_static_elf(path: str) -> bool:
 
 def test_each_program_has_its_own_key_and_place_in_the_cache(tmp_path):
     build = fleet(tmp_path)
-    artifacts = [build.wrapper_artifact(), build.cni_artifact(), build.cni_loopback_artifact()]
-    assert len({a.key for a in artifacts}) == 3
-    assert [Path(a.path).relative_to(tmp_path / "cache").parts[0] for a in artifacts] == ["wrapper", "cni", "cni-loopback"]
+    build.service_proxy_src = str(SERVICE_PROXY_SRC)
+    artifacts = [build.wrapper_artifact(), build.cni_artifact(), build.cni_loopback_artifact(),
+                 build.service_proxy_artifact()]
+    assert len({a.key for a in artifacts}) == 4
+    assert [Path(a.path).relative_to(tmp_path / "cache").parts[0] for a in artifacts] == [
+        "wrapper", "cni", "cni-loopback", "service-proxy"]
 
 
 def test_key_follows_sources_go_sum_and_toolchain_not_tests(tmp_path):
@@ -104,7 +108,7 @@ GO_CHECKS = {
 
 @needs_go
 @pytest.mark.parametrize("command", list(GO_CHECKS.values()), ids=list(GO_CHECKS))
-@pytest.mark.parametrize("src", [CNI_SRC, WRAPPER_SRC], ids=["cni", "wrapper"])
+@pytest.mark.parametrize("src", [CNI_SRC, WRAPPER_SRC, SERVICE_PROXY_SRC], ids=["cni", "wrapper", "service-proxy"])
 def test_go_sources(src, command):
     env = dict(os.environ, GOTOOLCHAIN=TOOLCHAIN, GOFLAGS="-mod=readonly -buildvcs=false")
     proc = subprocess.run(command, cwd=src, capture_output=True, text=True, timeout=600, env=env)

@@ -189,7 +189,8 @@ def test_kubelet_engines_get_the_node_preparation_and_kubelet_settings_the_block
             ("--cgroup-freezer", ["B18"]), ("--node-bridge", ["B19"])]
         assert [(f["value"], f["answers"]) for f in kubernetes["kubelet"]] == [
             ({"failCgroupV1": False}, ["B20"]), ({"localStorageCapacityIsolation": False}, ["B21"])]
-        assert kubernetes["kube_proxy"]["value"] is False and kubernetes["kube_proxy"]["answers"] == ["B13"]
+        assert kubernetes["service_proxy"]["value"] == "gvisor-service-proxy"
+        assert kubernetes["service_proxy"]["answers"] == ["B13"]
         # Each blocker is answered once, in one place.
         assert record["unanswered"] == []
         assert all(len(record["answered_by"][b]) == 1 for b in gd.KUBELET_BLOCKERS if b in record["answered_by"])
@@ -204,7 +205,7 @@ def test_a_plain_host_gets_no_node_preparation_but_a_shared_root():
     assert [step["value"] for step in kubernetes["node"]] == ["--shared-root"]
     # This machine's kernel is cgroup v1: the kubelet's refusal is not gVisor's.
     assert [f["answers"] for f in kubernetes["kubelet"]] == [["B20"]]
-    assert kubernetes["kube_proxy"]["value"] is True
+    assert kubernetes["service_proxy"]["value"] == "kube-proxy"
     assert decide(PLAIN, engine="k3s")["k3s"] == {"flags": []}
 
 

@@ -22,6 +22,7 @@ from ansible_collections.k3s_gvisor.node.plugins.module_utils import runc_gvisor
 REPO = Path(__file__).resolve().parents[2]
 KUBERNETES_BUILD = REPO / "roles/runc_gvisor/files/kubernetes-build"
 KINE_BUILD = REPO / "roles/runc_gvisor/files/kine-build"
+COREDNS_BUILD = REPO / "roles/runc_gvisor/files/coredns-build"
 TOOLCHAIN = subprocess.run([str(REPO / "scripts/go-toolchain")], capture_output=True, text=True, check=True).stdout.strip()
 needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="no Go (scripts/bootstrap installs it)")
 
@@ -52,11 +53,21 @@ def test_kine_is_pinned_by_its_module():
     assert f"github.com/k3s-io/kine {version} h1:" in (KINE_BUILD / "go.sum").read_text()
 
 
+def test_coredns_is_pinned_by_its_module_at_the_kubernetes_release():
+    version = rb.required_version(str(COREDNS_BUILD / "go.mod"), rb.COREDNS_MODULE)
+    defaults = yaml.safe_load((REPO / "roles/engine/defaults/main.yml").read_text())
+    assert version == "v" + defaults["engine_coredns_version"] == "v1.14.7"
+    assert f"github.com/coredns/coredns {version} h1:" in (COREDNS_BUILD / "go.sum").read_text()
+    # Every k8s.io module CoreDNS links is the one the Kubernetes build pins.
+    k8s = dict(re.findall(r"^\s*(k8s\.io/(?:api|apimachinery|client-go)) (v\S+)", (COREDNS_BUILD / "go.mod").read_text(), re.M))
+    assert k8s == {"k8s.io/api": "v0.35.4", "k8s.io/apimachinery": "v0.35.4", "k8s.io/client-go": "v0.35.4"}
+
+
 def test_each_command_has_its_own_key_and_the_release_stamped(tmp_path):
     build = rb.FleetBuild(cache_dir=str(tmp_path), go_toolchain=TOOLCHAIN, kubernetes_src=str(KUBERNETES_BUILD),
                           kine_src=str(KINE_BUILD))
     artifacts = build.kubernetes_artifacts() + [build.kine_artifact()]
-    assert len({artifact.key for artifact in artifacts}) == len(artifacts) == 7
+    assert len({artifact.key for artifact in artifacts}) == len(artifacts) == 8
     kubelet = artifacts[0]
     assert kubelet.binary_name == "kubelet" and kubelet.package == "k8s.io/kubernetes/cmd/kubelet"
     assert kubelet.stamps["k8s.io/component-base/version.gitVersion"] == "v1.35.4"
@@ -73,7 +84,7 @@ def test_each_command_has_its_own_key_and_the_release_stamped(tmp_path):
 
 
 @needs_go
-@pytest.mark.parametrize("src", [KUBERNETES_BUILD, KINE_BUILD], ids=["kubernetes", "kine"])
+@pytest.mark.parametrize("src", [KUBERNETES_BUILD, KINE_BUILD, COREDNS_BUILD], ids=["kubernetes", "kine", "coredns"])
 def test_build_modules_are_tidy(src):
     """go.mod and go.sum pin exactly what the commands need (the module cache
     fills from the Go module proxy the first time)."""
