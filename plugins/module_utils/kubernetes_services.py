@@ -5,8 +5,8 @@
 behind a Service, reached from a pod by its DNS name and by its ClusterIP,
 the apiserver as kubernetes.default, a NodePort from the node, and no request
 reaching a removed endpoint two seconds after its removal while the
-Deployment is scaled 3 to 0 to 3. A failure names the hop that failed (DNS,
-ClusterIP, endpoint).
+Deployment is scaled 3 to 0 to 3, and ClientIP session affinity. A failure
+names the hop that failed (DNS, ClusterIP, endpoint).
 
 Standard library only (it runs with the node's python); it uses the probe
 pod of kubernetes_verify as the client, and kubectl as users call it.
@@ -45,8 +45,9 @@ class Answer:
 @dataclass
 class ServicesCheck:
     check: KubernetesCheck
-    node_ip: str
     cluster_domain: str = "cluster.local"
+    # The node's InternalIP (where NodePorts are served), read from its Node object.
+    node_ip: str = ""
     steps: dict = field(default_factory=dict)
     cluster_ip: str = ""
     node_port: int = 0
@@ -54,6 +55,10 @@ class ServicesCheck:
     @property
     def name(self) -> str:
         return f"{self.check.deployment}-web"
+
+    @property
+    def sticky_name(self) -> str:
+        return f"{self.name}-sticky"
 
     @property
     def fqdn(self) -> str:
@@ -76,7 +81,12 @@ class ServicesCheck:
                    "metadata": {"name": self.name, "namespace": self.check.namespace, "labels": labels},
                    "spec": {"type": "NodePort", "selector": labels,
                             "ports": [{"name": "http", "port": 80, "targetPort": WEB_PORT, "protocol": "TCP"}]}}
-        return {"apiVersion": "v1", "kind": "List", "items": [deployment, service]}
+        # The same endpoints behind a Service with ClientIP affinity.
+        sticky = {"apiVersion": "v1", "kind": "Service",
+                  "metadata": {"name": self.sticky_name, "namespace": self.check.namespace, "labels": labels},
+                  "spec": {"selector": labels, "sessionAffinity": "ClientIP",
+                           "ports": [{"name": "http", "port": 80, "targetPort": WEB_PORT, "protocol": "TCP"}]}}
+        return {"apiVersion": "v1", "kind": "List", "items": [deployment, service, sticky]}
 
     # -- helpers ------------------------------------------------------------
 
@@ -117,6 +127,8 @@ class ServicesCheck:
         self.check.apply(self.web_manifests(2))
         service = self.check.get_json("service", self.name, "-n", self.check.namespace)["spec"]
         self.cluster_ip, self.node_port = service["clusterIP"], service["ports"][0]["nodePort"]
+        addresses = self.check.get_json("node", self.check.node)["status"].get("addresses", [])
+        self.node_ip = next((a["address"] for a in addresses if a["type"] == "InternalIP"), "")
         self.wait_available(2)
 
     def dns_lookup(self) -> None:
@@ -134,9 +146,22 @@ class ServicesCheck:
         self.expect_web("Service by short name", f"http://{self.name}/")
 
     def expect_web(self, hop: str, url: str) -> None:
-        answer = self.in_pod(hop, "wget", "-q", "-O", "-", "-T", "5", url).strip()
+        answer = self.fetch(hop, url)
         if answer not in self.web_pods():
             raise StepFailed(f"{hop}: {url} answered {answer!r}, not one of the endpoints {sorted(self.web_pods())}")
+
+    def session_affinity(self) -> None:
+        """Six requests from the pod: spread over both endpoints by the plain
+        Service, all to one endpoint by the ClientIP one."""
+        spread = {self.fetch("ClusterIP", f"http://{self.name}/") for _ in range(6)}
+        stuck = {self.fetch("sessionAffinity", f"http://{self.sticky_name}/") for _ in range(6)}
+        if len(spread) < 2:
+            raise StepFailed(f"ClusterIP: six requests all reached {spread}, not both endpoints (round robin)")
+        if len(stuck) != 1:
+            raise StepFailed(f"sessionAffinity: six requests from one pod reached {sorted(stuck)}, not one endpoint")
+
+    def fetch(self, hop: str, url: str) -> str:
+        return self.in_pod(hop, "wget", "-q", "-O", "-", "-T", "5", url).strip()
 
     def kubernetes_default(self) -> None:
         url = f"https://kubernetes.default.svc.{self.cluster_domain}/version"
@@ -153,19 +178,30 @@ class ServicesCheck:
         if answer not in self.web_pods():
             raise StepFailed(f"NodePort: {url} from the node answered {answer!r}, not an endpoint")
 
+    def ready_endpoint_pods(self) -> set[str]:
+        """The pods the Service's EndpointSlices list as ready endpoints now."""
+        slices = self.check.get_json("endpointslices", "-n", self.check.namespace,
+                                     "-l", f"kubernetes.io/service-name={self.name}")["items"]
+        return {(e.get("targetRef") or {}).get("name") for s in slices for e in s.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready")}
+
     def endpoint_churn(self) -> dict:
         """Scale 2 to 3, then 0, then 3, while the node requests the ClusterIP
-        without pause; a request answered by a removed endpoint more than
-        REMOVAL_GRACE seconds after its removal fails the step."""
+        without pause and the EndpointSlices are watched (polled); a request
+        answered by an endpoint more than REMOVAL_GRACE seconds after the
+        slices stopped listing it as ready fails the step."""
         self.check.kubectl_run("scale", "deployment", self.name, "-n", self.check.namespace, "--replicas=3")
         self.wait_available(3)
         answers: list[Answer] = []
+        removed: dict[str, float] = {}
         stop = threading.Event()
-        loop = threading.Thread(target=request_loop, args=(f"http://{self.cluster_ip}/", answers, stop), daemon=True)
-        loop.start()
+        threads = [threading.Thread(target=request_loop, args=(f"http://{self.cluster_ip}/", answers, stop), daemon=True),
+                   threading.Thread(target=self.watch_removals, args=(removed, stop), daemon=True)]
+        for thread in threads:
+            thread.start()
         try:
             old = self.web_pods()
-            removed_at = time.monotonic()
+            scaled_at = time.monotonic()
             self.check.kubectl_run("scale", "deployment", self.name, "-n", self.check.namespace, "--replicas=0")
             self.check.wait_for(f"{self.name} scaled to 0", lambda: (not self.web_pods(), f"{self.web_pods()}"))
             self.check.kubectl_run("scale", "deployment", self.name, "-n", self.check.namespace, "--replicas=3")
@@ -173,16 +209,34 @@ class ServicesCheck:
             time.sleep(1.0)
         finally:
             stop.set()
-            loop.join()
-        late = [a for a in answers if a.endpoint in old and a.sent > removed_at + REMOVAL_GRACE]
+            for thread in threads:
+                thread.join()
+        late = late_answers(answers, removed)
         if late:
+            first = late[0]
             raise StepFailed(f"endpoint: {len(late)} requests reached removed endpoints more than {REMOVAL_GRACE:.0f} s "
-                             f"after their removal (first {late[0].sent - removed_at:.1f} s after, {late[0].endpoint})")
+                             f"after the EndpointSlice dropped them (first {first.sent - removed[first.endpoint]:.1f} s "
+                             f"after, {first.endpoint})")
         new = [a for a in answers if a.endpoint and a.endpoint not in old]
         if not new:
             raise StepFailed("endpoint: no request reached the new endpoints after scaling back to 3")
         return {"requests": len(answers), "answered": sum(1 for a in answers if a.endpoint),
-                "first_new_answer_after_seconds": round(new[0].sent - removed_at, 3)}
+                "endpoints_removed_after_seconds": round(max(removed.values(), default=scaled_at) - scaled_at, 3),
+                "first_new_answer_after_seconds": round(new[0].sent - scaled_at, 3)}
+
+    def watch_removals(self, removed: dict, stop: threading.Event) -> None:
+        """Record when each endpoint stops being listed as ready (polled)."""
+        listed: set[str] = set()
+        while not stop.is_set():
+            try:
+                now = self.ready_endpoint_pods()
+            except (StepFailed, ValueError):
+                continue
+            seen = time.monotonic()
+            for pod in listed - now:
+                removed.setdefault(pod, seen)
+            listed = now
+            time.sleep(0.1)
 
     def cleanup(self) -> None:
         self.check.kubectl_run("delete", "services,deployments", "-n", self.check.namespace, "-l",
@@ -192,8 +246,14 @@ class ServicesCheck:
         """(name, step) in order, for KubernetesCheck.run."""
         return (("dns_ready", self.dns_ready), ("service_ready", self.service_ready), ("dns_lookup", self.dns_lookup),
                 ("cluster_ip", self.by_cluster_ip), ("service_by_name", self.by_name),
+                ("session_affinity", self.session_affinity),
                 ("kubernetes_default", self.kubernetes_default), ("node_port", self.node_port_from_node),
                 ("endpoint_churn", self.endpoint_churn), ("services_cleanup", self.cleanup))
+
+
+def late_answers(answers: list[Answer], removed: dict[str, float]) -> list[Answer]:
+    """Answers sent more than REMOVAL_GRACE seconds after their endpoint was removed."""
+    return [a for a in answers if a.endpoint in removed and a.sent > removed[a.endpoint] + REMOVAL_GRACE]
 
 
 def http_get(url: str, timeout: float = 2.0) -> str | None:

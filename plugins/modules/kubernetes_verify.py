@@ -15,7 +15,8 @@ description:
     log holds this run's marker; C(kubectl exec) into it answers; a Deployment of 3 replicas becomes available and is
     scaled to 0; everything this module made is deleted again (also what an interrupted earlier run left).
   - With O(services), between exec and the Deployment - CoreDNS available; a Deployment behind a NodePort Service
-    reached from the Pod by the Service's DNS name, short name and ClusterIP; C(kubernetes.default) answering
+    reached from the Pod by the Service's DNS name, short name and ClusterIP, spread over both endpoints, and
+    kept on one by a second Service with ClientIP session affinity; C(kubernetes.default) answering
     C(/version) through its Service; the NodePort from the node; and while the node requests the ClusterIP without
     pause, the Deployment scaled 3 to 0 to 3 with no request reaching a removed endpoint two seconds after its
     removal. A failure names the hop (DNS, ClusterIP, endpoint).
@@ -59,13 +60,9 @@ options:
     type: float
     default: 120
   services:
-    description: Check Services and the cluster DNS too; C(node_ip) is the address NodePorts are served on.
+    description: Check Services and the cluster DNS too (the NodePort on the node's InternalIP).
     type: dict
     suboptions:
-      node_ip:
-        description: The node's address, for the NodePort.
-        type: str
-        required: true
       cluster_domain:
         description: The cluster's DNS domain.
         type: str
@@ -81,7 +78,7 @@ EXAMPLES = r"""
     image: localhost/k3s-gvisor/probe:1
     wrapper: /usr/local/bin/runc-gvisor
     services:
-      node_ip: 10.42.0.1
+      cluster_domain: cluster.local
 """
 
 RETURN = r"""
@@ -113,7 +110,7 @@ steps:
   description:
     - Seconds each step took, in order (node_ready, pod_running, runtime, logs, exec, deployment_available,
       scaled_to_zero, cleanup); with O(services), after exec dns_ready, service_ready, dns_lookup, cluster_ip,
-      service_by_name, kubernetes_default, node_port, endpoint_churn and services_cleanup.
+      service_by_name, session_affinity, kubernetes_default, node_port, endpoint_churn and services_cleanup.
   returned: success
   type: dict
   sample: {node_ready: 0.2, pod_running: 3.1}
@@ -150,7 +147,6 @@ def main():
             marker=dict(type="str"),
             timeout=dict(type="float", default=120.0),
             services=dict(type="dict", options=dict(
-                node_ip=dict(type="str", required=True),
                 cluster_domain=dict(type="str", default="cluster.local"),
             )),
         ),
@@ -162,8 +158,7 @@ def main():
     check = KubernetesCheck(kubectl=params["kubectl"], ctr=params["ctr"], node=params["node"], image=params["image"],
                             wrapper=params["wrapper"], marker=params["marker"] or uuid.uuid4().hex[:12],
                             timeout=params["timeout"])
-    services = params["services"] and ServicesCheck(check, params["services"]["node_ip"],
-                                                    params["services"]["cluster_domain"])
+    services = params["services"] and ServicesCheck(check, params["services"]["cluster_domain"])
     module.exit_json(changed=False, checked=True, **check.run(services or None))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import kubernetes_services as ks
 from ansible_collections.k3s_gvisor.node.plugins.module_utils import kubernetes_verify as kv
 from ansible_collections.k3s_gvisor.node.plugins.module_utils import runc_gvisor_build as rb
 
@@ -121,3 +122,32 @@ def test_the_checks_manifests_place_pods_on_the_node_and_pull_nothing():
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "node-1"}
     assert deployment["spec"]["selector"]["matchLabels"] == deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def services_check() -> ks.ServicesCheck:
+    check = kv.KubernetesCheck(kubectl=["kubectl"], ctr=["ctr"], node="node-1", image="localhost/k3s-gvisor/probe:1",
+                               wrapper="/usr/local/bin/runc-gvisor", marker="abc123")
+    return ks.ServicesCheck(check)
+
+
+def test_the_services_check_serves_a_placed_deployment_behind_a_nodeport_service():
+    services = services_check()
+    deployment, service, sticky = services.web_manifests(2)["items"]
+    assert deployment["spec"]["replicas"] == 2
+    template = deployment["spec"]["template"]
+    assert template["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "node-1"}
+    assert template["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"] == template["metadata"]["labels"]
+    assert service["spec"]["type"] == "NodePort" and service["spec"]["ports"][0]["targetPort"] == ks.WEB_PORT
+    assert sticky["spec"]["selector"] == service["spec"]["selector"] and sticky["spec"]["sessionAffinity"] == "ClientIP"
+    assert services.fqdn == "k3s-gvisor-verify-deploy-abc123-web.default.svc.cluster.local"
+    # Its steps run between exec and the Deployment's, each named once.
+    names = [name for name, _ in services.run_steps()]
+    assert names[0] == "dns_ready" and names[-1] == "services_cleanup" and len(set(names)) == len(names)
+
+
+def test_only_answers_well_after_their_endpoints_removal_are_late():
+    removed = {"web-a": 10.0}
+    answers = [ks.Answer(11.9, "web-a"), ks.Answer(12.5, "web-a"), ks.Answer(12.5, "web-b"), ks.Answer(13.0, None)]
+    assert ks.late_answers(answers, removed) == [answers[1]]
+    assert ks.late_answers(answers, {}) == []
