@@ -403,7 +403,7 @@ def _string_item(value: str, literal: bool):
 
 
 def _is_literal(string) -> bool:
-    """Whether a parsed string is 'literal' (String.type is missing in tomlkit 0.13, as_string is not)."""
+    """Whether a parsed string is 'literal', from its text: as_string() is public in every tomlkit release."""
     return string.as_string().startswith("'")
 
 
@@ -695,7 +695,8 @@ def _tidy_new_headers(text: str, move_comments: bool = True) -> str:
     to stand above that header again. There is one blank line above each new
     block (none at the top of the file) and one below it.
     """
-    # Every new header starts a line (tomlkit 0.13 does not end an unterminated last line before a table).
+    # Every new header starts a line (tomlkit 0.13 did not end an unterminated last line before a table;
+    # the pinned 0.15.2 does, and this then changes nothing).
     text = re.sub("(?<!\n)" + re.escape(_NEW_HEADER_MARK), "\n" + _NEW_HEADER_MARK, text)
     out: list = []
     in_new_block = False

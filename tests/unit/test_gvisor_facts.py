@@ -552,8 +552,17 @@ def test_netlink_not_tested_shape():
 
 
 @given(st.text())
-def test_ip_batch_parser_never_raises(stderr):
-    gf.netlink_step_results(stderr)
+def test_ip_batch_results_cover_every_step_and_a_failure_names_its_command(stderr):
+    results = gf.netlink_step_results(stderr)
+    assert set(results) == set(gf.NETLINK_STEPS)
+    commands = [f"ip {command}: " for _, command in gf.NETLINK_BATCH]
+    for result in results.values():
+        # Works, or failed naming a command of the batch; a step is never untested here.
+        assert (result["works"] is True and result["error"] is None) or (
+            result["works"] is False and any(result["error"].startswith(c) for c in commands)), result
+    # Text that names no failed batch line fails nothing.
+    if not gf.parse_ip_batch_failures(stderr):
+        assert all(result["works"] for result in results.values())
 
 
 # ---------------------------------------------------------------------------
