@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.kubernetes_verify import KubernetesCheck, StepFailed
 
@@ -48,7 +48,6 @@ class ServicesCheck:
     cluster_domain: str = "cluster.local"
     # The node's InternalIP (where NodePorts are served), read from its Node object.
     node_ip: str = ""
-    steps: dict = field(default_factory=dict)
     cluster_ip: str = ""
     node_port: int = 0
 
@@ -102,15 +101,10 @@ class ServicesCheck:
         pods = self.check.get_json("pods", "-n", self.check.namespace, "-l", f"app={self.name}")["items"]
         return {pod["metadata"]["name"] for pod in pods}
 
-    def ready_endpoints(self) -> int:
-        slices = self.check.get_json("endpointslices", "-n", self.check.namespace,
-                                     "-l", f"kubernetes.io/service-name={self.name}")["items"]
-        return sum(1 for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready"))
-
     def wait_available(self, replicas: int) -> None:
         def available():
             status = self.check.get_json("deployment", self.name, "-n", self.check.namespace).get("status", {})
-            endpoints = self.ready_endpoints()
+            endpoints = len(self.ready_endpoint_pods())
             done = status.get("availableReplicas", 0) == replicas and endpoints == replicas
             return done, f"{status.get('availableReplicas', 0)} available, {endpoints} ready endpoints"
         self.check.wait_for(f"{replicas} ready endpoints of {self.name}", available)
@@ -146,9 +140,9 @@ class ServicesCheck:
         self.expect_web("Service by short name", f"http://{self.name}/")
 
     def expect_web(self, hop: str, url: str) -> None:
-        answer = self.fetch(hop, url)
-        if answer not in self.web_pods():
-            raise StepFailed(f"{hop}: {url} answered {answer!r}, not one of the endpoints {sorted(self.web_pods())}")
+        answer, endpoints = self.fetch(hop, url), self.web_pods()
+        if answer not in endpoints:
+            raise StepFailed(f"{hop}: {url} answered {answer!r}, not one of the endpoints {sorted(endpoints)}")
 
     def session_affinity(self) -> None:
         """Six requests from the pod: spread over both endpoints by the plain
@@ -160,12 +154,12 @@ class ServicesCheck:
         if len(stuck) != 1:
             raise StepFailed(f"sessionAffinity: six requests from one pod reached {sorted(stuck)}, not one endpoint")
 
-    def fetch(self, hop: str, url: str) -> str:
-        return self.in_pod(hop, "wget", "-q", "-O", "-", "-T", "5", url).strip()
+    def fetch(self, hop: str, url: str, *options: str) -> str:
+        return self.in_pod(hop, "wget", "-q", "-O", "-", "-T", "5", *options, url).strip()
 
     def kubernetes_default(self) -> None:
         url = f"https://kubernetes.default.svc.{self.cluster_domain}/version"
-        answer = self.in_pod("kubernetes.default", "wget", "-q", "-O", "-", "-T", "5", "--no-check-certificate", url)
+        answer = self.fetch("kubernetes.default", url, "--no-check-certificate")
         try:
             version = json.loads(answer)["gitVersion"]
         except (ValueError, KeyError):
@@ -231,12 +225,12 @@ class ServicesCheck:
             try:
                 now = self.ready_endpoint_pods()
             except (StepFailed, ValueError):
-                continue
+                now = listed  # a failed poll tells nothing; wait for the next, as after any poll
             seen = time.monotonic()
             for pod in listed - now:
                 removed.setdefault(pod, seen)
             listed = now
-            time.sleep(0.1)
+            stop.wait(0.1)
 
     def cleanup(self) -> None:
         self.check.kubectl_run("delete", "services,deployments", "-n", self.check.namespace, "-l",

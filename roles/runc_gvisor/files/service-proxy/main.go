@@ -132,18 +132,15 @@ func run(ctx context.Context, opts options) error {
 			return err
 		}
 	}
-	services.Start(ctx.Done())
-	slices.Start(ctx.Done())
-	defer services.Shutdown()
-	defer slices.Shutdown()
-	for kind, synced := range services.WaitForCacheSync(ctx.Done()) {
-		if !synced {
-			return fmt.Errorf("the %v cache never synced", kind)
-		}
+	for _, factory := range []informers.SharedInformerFactory{services, slices} {
+		factory.Start(ctx.Done())
+		defer factory.Shutdown()
 	}
-	for kind, synced := range slices.WaitForCacheSync(ctx.Done()) {
-		if !synced {
-			return fmt.Errorf("the %v cache never synced", kind)
+	for _, factory := range []informers.SharedInformerFactory{services, slices} {
+		for kind, synced := range factory.WaitForCacheSync(ctx.Done()) {
+			if !synced {
+				return fmt.Errorf("the %v cache never synced", kind)
+			}
 		}
 	}
 	log.Printf("gvisor-service-proxy %s: serving %s on %s, NodePorts on %v", version, opts.serviceCIDR, opts.bridge, opts.nodeIPs)

@@ -18,10 +18,15 @@ type proxier struct {
 	// syncAddresses makes the bridge hold exactly these service addresses; tests replace it.
 	syncAddresses func(map[netip.Addr]bool) error
 	nodeIPs       []netip.Addr
-	frontends     map[frontendKey]frontend
-	specs         map[frontendKey]frontendSpec
+	frontends     map[frontendKey]*served
 	// open makes a frontend; tests replace it.
 	open func(frontendKey, frontendSpec) (frontend, error)
+}
+
+// served is an open frontend and the spec it serves.
+type served struct {
+	frontend frontend
+	spec     frontendSpec
 }
 
 func newProxier(addresses bridgeAddresses, nodeIPs []netip.Addr) *proxier {
@@ -29,8 +34,7 @@ func newProxier(addresses bridgeAddresses, nodeIPs []netip.Addr) *proxier {
 		serviceCIDR:   addresses.serviceCIDR,
 		syncAddresses: addresses.sync,
 		nodeIPs:       nodeIPs,
-		frontends:     map[frontendKey]frontend{},
-		specs:         map[frontendKey]frontendSpec{},
+		frontends:     map[frontendKey]*served{},
 		open:          openFrontend,
 	}
 }
@@ -51,12 +55,11 @@ func (p *proxier) sync(services []*v1.Service, slices []*discovery.EndpointSlice
 		problems = append(problems, err)
 	}
 	want := desiredFrontends(services, slices, p.nodeIPs)
-	for key, f := range p.frontends {
+	for key, s := range p.frontends {
 		if _, ok := want[key]; !ok {
-			log.Printf("%s: closed (%s has no ready endpoint, or is gone)", key, p.specs[key].Service)
-			f.close()
+			log.Printf("%s: closed (%s has no ready endpoint, or is gone)", key, s.spec.Service)
+			s.frontend.close()
 			delete(p.frontends, key)
-			delete(p.specs, key)
 		}
 	}
 	for key, spec := range want {
@@ -68,10 +71,10 @@ func (p *proxier) sync(services []*v1.Service, slices []*discovery.EndpointSlice
 }
 
 func (p *proxier) apply(key frontendKey, spec frontendSpec) error {
-	if f, ok := p.frontends[key]; ok {
-		if !reflect.DeepEqual(p.specs[key], spec) {
-			f.update(spec)
-			p.specs[key] = spec
+	if s, ok := p.frontends[key]; ok {
+		if !reflect.DeepEqual(s.spec, spec) {
+			s.frontend.update(spec)
+			s.spec = spec
 			log.Printf("%s: %s -> %v", key, spec.Service, spec.Backends)
 		}
 		return nil
@@ -80,7 +83,7 @@ func (p *proxier) apply(key frontendKey, spec frontendSpec) error {
 	if err != nil {
 		return fmt.Errorf("%s for %s: %w", key, spec.Service, err)
 	}
-	p.frontends[key], p.specs[key] = f, spec
+	p.frontends[key] = &served{f, spec}
 	log.Printf("%s: %s -> %v", key, spec.Service, spec.Backends)
 	return nil
 }
@@ -88,8 +91,8 @@ func (p *proxier) apply(key frontendKey, spec frontendSpec) error {
 // closeAll stops every frontend; the addresses stay, so a restarted proxy
 // finds them and clients are refused, not left waiting, meanwhile.
 func (p *proxier) closeAll() {
-	for key, f := range p.frontends {
-		f.close()
+	for key, s := range p.frontends {
+		s.frontend.close()
 		delete(p.frontends, key)
 	}
 }
