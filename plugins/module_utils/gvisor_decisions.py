@@ -34,7 +34,8 @@ RUNC_PATCHES = (
     ("0003-maskdir-retry-without-size-options.patch", "B8"),
     ("0005-exec-fifo-open-retry-eintr.patch", "B11"),
 )
-PATCHED_RUNC_PATH = "/usr/local/lib/runc-gvisor/runc"
+# Where the patched runc goes unless the user moves it (runc_gvisor_install_dir).
+PATCHED_RUNC_DIR = "/usr/local/lib/runc-gvisor"
 # The runc release the patched runc is built from: the one place of its
 # version (roles/runc_gvisor/files/runc-module's go.mod requires exactly it,
 # and its go.sum holds the checksum; a unit test keeps them together). Its
@@ -52,6 +53,11 @@ class Policy:
     pid_namespace_per_container: bool = False  # B9, opt-in
     cni_plugin: str = "auto"  # auto, always (gvisor-bridge), never (the standard bridge plugin)
     engine: str = "k3s"  # container_engine: k3s, kubernetes or containerd (no kubelet)
+    patched_runc_dir: str = PATCHED_RUNC_DIR  # runc_gvisor_install_dir
+
+    @property
+    def patched_runc_path(self) -> str:
+        return self.patched_runc_dir.rstrip("/") + "/runc"
 
 
 def entry(value, answers, why: str) -> dict:
@@ -135,13 +141,13 @@ def patched_runtime(facts: dict, policy: Policy, errors: list[str]) -> dict:
         why = "runc_gvisor_runtime=runc-patched"
     else:
         why = f"no stock runtime runs pods here ({_failure(facts, 'crun')}; {_failure(facts, 'runc')})"
-    blockers = patched_runc_blockers(facts, PATCHED_RUNC_VERSION)
+    blockers = patched_runc_blockers(facts, PATCHED_RUNC_VERSION, policy.patched_runc_path)
     patches = [{"name": name, "answers": [blocker]} for name, blocker in RUNC_PATCHES if blocker in blockers]
     if "B3" in blockers and not policy.relax_procfs_check:
         patches = [patch for patch in patches if patch["answers"] != ["B3"]]
         errors.append("B3 (runc's procfs root inode check) has no remedy here: runc_gvisor_relax_procfs_check is "
                       "false, and neither crun nor the distribution's runc runs pods on this host")
-    runtime = _runtime("runc-patched", PATCHED_RUNC_PATH, None,
+    runtime = _runtime("runc-patched", policy.patched_runc_path, None,
                        {blocker for patch in patches for blocker in patch["answers"]},
                        f"{why}; runc {PATCHED_RUNC_VERSION} with the patches its blockers call for")
     runtime["patches"] = patches
@@ -149,11 +155,11 @@ def patched_runtime(facts: dict, policy: Policy, errors: list[str]) -> dict:
     return runtime
 
 
-def patched_runc_blockers(facts: dict, version: str) -> set[str]:
+def patched_runc_blockers(facts: dict, version: str, path: str) -> set[str]:
     """The blockers the patched runc meets on this host: the host's own, with
     B2, B3 and B8 judged for the runc release it is built from (a trixie host
     has none of them for its runc 1.1.15, but runc 1.3.6 checks the procfs root)."""
-    built = {"found": True, "path": PATCHED_RUNC_PATH, "version": version, "version_tuple": version_tuple(version)}
+    built = {"found": True, "path": path, "version": version, "version_tuple": version_tuple(version)}
     as_built = evaluate_blockers(dict(facts, runc=built))
     return {blocker["id"] for blocker in as_built} | (_ids(facts) - {"B2", "B3", "B8"})
 
@@ -401,3 +407,47 @@ def unanswered(facts: dict, record: dict) -> list[str]:
     """Blocker ids nothing in the record answers (fatal ones, B9 without the wrapper's say, ...)."""
     answers = answered_by(record)
     return sorted((blocker for blocker in _ids(facts) if blocker not in answers), key=_blocker_number)
+
+
+# The record kept on each host (/etc/k3s-gvisor/record.json): the facts it was
+# decided from, the policy, and the decisions. A run reads it and decides from
+# the facts it holds, not from a host the collection has since changed (a crun
+# it installed, /dev/null over /dev/kmsg); so reruns decide the same.
+RECORD_FORMAT = 1
+# Probe facts that say how the probe ran, not what the host is.
+RUN_FACTS = ("probe_seconds", "decisions")
+
+
+def recorded_basis(recorded: dict | None) -> dict | None:
+    """The facts a kept record was decided from; None where there is no
+    usable record (none yet, another format, or not a record at all)."""
+    if not isinstance(recorded, dict) or recorded.get("format") != RECORD_FORMAT:
+        return None
+    basis = recorded.get("facts")
+    return basis if isinstance(basis, dict) and "blockers" in basis else None
+
+
+def probe_basis(facts: dict) -> dict:
+    """The probe's facts as a record keeps them."""
+    return {key: value for key, value in facts.items() if key not in RUN_FACTS}
+
+
+def with_checked_runtime(basis: dict, name: str, binary: dict, shapes: dict) -> dict:
+    """The basis once the runtime stage installed runtime NAME and ran the
+    runtime check on it: the runtime as found, its shapes, and the blockers
+    judged again (B14 is the runtime's own, seen only by its check)."""
+    updated = dict(basis)
+    updated[name] = binary
+    updated["runtime_check"] = dict(basis.get("runtime_check") or {}, **{name: shapes})
+    if name == "crun":
+        updated["crun_from_apt"] = None  # as the probe reports an installed crun
+    updated["blockers"] = evaluate_blockers(updated)
+    return updated
+
+
+def policy_fields(policy: Policy) -> dict:
+    return {name: getattr(policy, name) for name in Policy.__dataclass_fields__}
+
+
+def record_document(basis: dict, policy: Policy, decisions: dict) -> dict:
+    return {"format": RECORD_FORMAT, "policy": policy_fields(policy), "facts": basis, "decisions": decisions}

@@ -979,7 +979,10 @@ def dev_kmsg_readable(path: str = "/dev/kmsg") -> bool:
 
 
 def find_binary(name: str) -> str | None:
-    """First executable `name` in the usual install dirs, then in PATH."""
+    """First executable `name` in the usual install dirs, then in PATH; an
+    absolute path is taken as it is."""
+    if os.path.isabs(name):
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
     path_dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     for directory in list(BINARY_SEARCH_DIRS) + path_dirs:
         candidate = os.path.join(directory, name)
@@ -1022,9 +1025,14 @@ def _run_quietly(argv: list[str], timeout: float) -> str:
 
 
 def url_answers(url: str, timeout: float) -> bool:
-    """Whether a HEAD request to url gets a successful answer (apt's mirrors serve plain http)."""
+    """Whether a HEAD request to url gets a successful answer (apt's mirrors serve plain http); for a
+    file: URI (a local repository, as an offline sandbox may have), whether the file is there."""
+    import urllib.parse
     import urllib.request  # only here: most probes never need it
 
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return os.path.isfile(urllib.parse.unquote(parsed.path))
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as response:
             return 200 <= response.status < 400

@@ -15,8 +15,9 @@ description:
     features that containerd, runc and CNI plugins rely on (child subreaper, session keyring, overlayfs, the
     size-limited tmpfs runc masks directories with, joining a PID namespace, netlink link, address and route
     changes).
-  - Evaluates the known blockers (B1 to B20, docs/PROBE.md) of the project's field notes from those facts and returns them with
+  - Evaluates the known blockers (B1 to B21, docs/PROBE.md) of the project's field notes from those facts and returns them with
     evidence and a remedy.
+  - Facts only - what the host gets is decided from them by M(k3s_gvisor.node.gvisor_decide).
   - Every test with a side effect runs in a forked child that dies afterwards. Scratch mounts are made in a
     private mount namespace, netlink changes in a scratch network namespace, the scratch directories are removed,
     and all helper processes are reaped. The host is left as it was, so the module reports C(changed=false) and
@@ -64,44 +65,6 @@ options:
       - Seconds each forked test may take before it is killed and reported as untested.
     type: float
     default: 5.0
-  runtime:
-    description:
-      - Which OCI runtime the decision record puts behind runc-gvisor (RV(ansible_facts.gvisor.decisions.runtime)).
-      - V(auto) takes the distribution's crun where the runtime check shows it runs CRI's shapes (or Debian's
-        crun from apt where the mirror answers and offers a release known to work), else the distribution's
-        runc where it does, else the patched runc with the patches this host's blockers call for.
-      - V(crun), V(runc) and V(runc-patched) force that choice; a forced runtime the host cannot use is an error
-        in RV(ansible_facts.gvisor.decisions.errors).
-    type: str
-    choices: [auto, crun, runc, runc-patched]
-    default: auto
-  relax_procfs_check:
-    description:
-      - Whether the patched runc may carry patch 0002, which relaxes runc's procfs root inode check on gVisor (B3).
-        A security relaxation (docs/SECURITY.md). Where the patched runc is needed for B3 and this is false, the
-        record holds an error.
-    type: bool
-    default: true
-  pid_namespace_per_container:
-    description:
-      - On hosts with B9, give a container that asks for its pod's PID namespace one of its own instead of
-        refusing it (opt-in).
-    type: bool
-    default: false
-  cni_plugin:
-    description:
-      - The pod network's CNI plugin. V(auto) chooses gvisor-bridge where netlink cannot delete routes (B10), the
-        standard bridge plugin elsewhere; V(always) gvisor-bridge everywhere; V(never) the standard plugin.
-    type: str
-    choices: [auto, always, never]
-    default: auto
-  container_engine:
-    description:
-      - The engine the host gets. The record's node preparation and kubelet settings (B12, B13, B16 to B20) are made
-        for the engines that run a kubelet (V(k3s), V(kubernetes)); V(containerd) runs none and needs none of them.
-    type: str
-    choices: [k3s, kubernetes, containerd]
-    default: k3s
 notes:
   - Needs root (C(become=true)). The namespace and mount tests need C(CAP_SYS_ADMIN), reading the kernel log needs
     C(CAP_SYSLOG) where C(kernel.dmesg_restrict) is set.
@@ -544,59 +507,8 @@ ansible_facts:
           returned: always
           type: dict
           sample: {"crun": {"cri": {"works": true, "error": null}}}
-        decisions:
-          description:
-            - The decision record - what this host gets, decided from the facts above and the policy options, each
-              entry with the blocker ids it answers (RV(ansible_facts.gvisor.decisions.runtime.answers) and so on) and
-              why. Every role and the run summary read it and nothing else.
-          returned: always
-          type: dict
-          contains:
-            runtime:
-              description:
-                - The OCI runtime behind runc-gvisor - V(value) crun, runc or runc-patched, its V(path), the apt
-                  V(install_package) the runtime stage installs first (or V(null)), the V(patches) of the patched runc
-                  (each C({name, answers})), V(answers) and V(why).
-              type: dict
-            wrapper_adaptations:
-              description: What runc-gvisor changes in each spec, each C({value, answers, why}).
-              type: list
-              elements: dict
-            cni_plugin:
-              description: The pod network's CNI plugin (V(gvisor-bridge) or V(bridge)), C({value, answers, why}).
-              type: dict
-            engine:
-              description: The engine's settings - V(snapshotter), V(unprivileged_ports_icmp), V(no_new_keyring), each C({value, answers, why}).
-              type: dict
-            container_engine:
-              description: The engine the record was decided for.
-              type: str
-            kubernetes:
-              description:
-                - Null on engines without a kubelet. Else V(node) (k3s-gvisor-node's options, redone before every start),
-                  V(kubelet) (KubeletConfiguration fragments) and V(service_proxy) (V(gvisor-service-proxy) where netfilter is missing, else V(kube-proxy)),
-                  each C({value, answers, why}).
-              type: dict
-            k3s:
-              description: Null unless the engine is k3s. Its config.yaml V(flags), each C({value, answers, why}).
-              type: dict
-            relaxations:
-              description: What is relaxed on this host and what it gives up (docs/SECURITY.md), each C({value, answers, why}).
-              type: list
-              elements: dict
-            answered_by:
-              description: For each blocker id, what answers it (for the summary).
-              type: dict
-            unanswered:
-              description: Blocker ids nothing answers on this host (B4 is fatal; the play stops).
-              type: list
-              elements: str
-            errors:
-              description: Policy the host cannot follow (a forced runtime it cannot run, B3 with the relaxation refused); the play stops.
-              type: list
-              elements: str
         blockers:
-          description: Known blockers (B1 to B20, docs/PROBE.md) that apply to this host.
+          description: Known blockers (B1 to B21, docs/PROBE.md) that apply to this host.
           returned: always
           type: list
           elements: dict
@@ -642,7 +554,6 @@ import platform
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_decisions import RUNTIMES, Policy, decide
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import SKIPPABLE_TESTS, HostProbe
 
 
@@ -652,11 +563,6 @@ def main():
             scratch_dir=dict(type="path", default="/var/tmp"),
             skip=dict(type="list", elements="str", choices=list(SKIPPABLE_TESTS), default=[]),
             timeout=dict(type="float", default=5.0),
-            runtime=dict(type="str", choices=["auto", *RUNTIMES], default="auto"),
-            relax_procfs_check=dict(type="bool", default=True),
-            pid_namespace_per_container=dict(type="bool", default=False),
-            cni_plugin=dict(type="str", choices=["auto", "always", "never"], default="auto"),
-            container_engine=dict(type="str", choices=["k3s", "kubernetes", "containerd"], default="k3s"),
         ),
         supports_check_mode=True,
     )
@@ -674,11 +580,6 @@ def main():
         facts = HostProbe(scratch_dir=params["scratch_dir"], skip=params["skip"], timeout=params["timeout"]).collect()
     except Exception as exc:  # report any probe bug as a task failure with its traceback
         module.fail_json(msg="gvisor probe failed: %s" % exc, exception=traceback.format_exc())
-    policy = Policy(runtime=params["runtime"], relax_procfs_check=params["relax_procfs_check"],
-                    pid_namespace_per_container=params["pid_namespace_per_container"],
-                    cni_plugin=params["cni_plugin"], engine=params["container_engine"])
-    facts["decisions"] = decide(facts, policy)
-
     module.exit_json(changed=False, ansible_facts={"gvisor": facts})
 
 

@@ -54,6 +54,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+binary:
+  description: The runtime as the probe reports one - C({found, path, version, version_tuple}).
+  returned: always
+  type: dict
+  sample: {"found": true, "path": "/usr/bin/crun", "version": "1.28", "version_tuple": [1, 28]}
 shapes:
   description: Each shape's result, C({works, error}).
   returned: always
@@ -68,8 +73,14 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_decisions import REQUIRED_SHAPES
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import (
-    parse_mountinfo, read_text, run_forked, version_tuple)
+    VersionQuery, parse_crun_version, parse_mountinfo, parse_runc_version, read_text, run_forked, version_tuple)
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import RuntimeCheck, passed
+
+
+def runtime_binary(path: str, timeout: float) -> dict:
+    """What the probe would report of the runtime at PATH (crun or runc, by its name)."""
+    parse = parse_crun_version if os.path.basename(path).startswith("crun") else parse_runc_version
+    return VersionQuery(path, parse).result(timeout)
 
 
 def main():
@@ -94,7 +105,8 @@ def main():
         shapes = check.check({"runtime": params["runtime"]})["runtime"]
     except Exception as exc:  # a bug here must still say where it happened
         module.fail_json(msg="runtime check failed: %s" % exc, exception=traceback.format_exc())
-    result = {"changed": False, "shapes": shapes, "seconds": round(time.monotonic() - started, 3)}
+    result = {"changed": False, "binary": runtime_binary(params["runtime"], params["timeout"]), "shapes": shapes,
+              "seconds": round(time.monotonic() - started, 3)}
     if not passed(shapes, REQUIRED_SHAPES):
         failed = ["%s: %s" % (shape, shapes[shape]["error"]) for shape in REQUIRED_SHAPES if shapes[shape]["works"] is not True]
         module.fail_json(msg="%s does not run CRI's containers on this host: %s. Set runc_gvisor_runtime to another "

@@ -8,9 +8,11 @@ with the project's own playbooks over the community.docker.docker connection.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -50,8 +52,28 @@ def molecule_test(scenario: str) -> str:
     proc = subprocess.run([str(VENV_BIN / "molecule"), "test", "--scenario-name", scenario],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-20000:]
+    assert proc.returncode == 0, failure_excerpt(output) + "\n--- the output's end ---\n" + output[-20000:]
     return output
+
+
+# What names a failed run's cause in Ansible's and Molecule's output.
+FAILURE_MARKERS = ("fatal:", "FAILED!", "ERROR!", "[ERROR]", "Traceback", "Unexpected Exception", "UNREACHABLE!")
+
+
+def failure_excerpt(output: str, context: int = 12) -> str:
+    """The lines that name a failure, with what follows each, first in an
+    assertion's text: a report that keeps only a message's head and tail
+    still shows the cause (an unexpected exception's traceback is mid-output)."""
+    lines = output.splitlines()
+    starts = [number for number, line in enumerate(lines) if any(marker in line for marker in FAILURE_MARKERS)]
+    kept: list[str] = []
+    last = -1
+    for start in starts[:6]:
+        if start <= last:
+            continue
+        last = min(len(lines), start + context)
+        kept.extend(line[:400] for line in lines[start:last])
+    return "\n".join(kept) or "(no failure marker in the output)"
 
 
 class Node:
@@ -103,6 +125,15 @@ class Node:
     def exec(self, *command: str) -> subprocess.CompletedProcess:
         return subprocess.run(["docker", "exec", self.name, *command],
                               capture_output=True, text=True, timeout=120)
+
+    def ship(self, files: dict[str, str], dest: str) -> None:
+        """Files {arcname: local path} into dest, written from inside the node (docs/NODES.md)."""
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for arcname, path in files.items():
+                tar.add(path, arcname=arcname, recursive=True)
+        subprocess.run(["docker", "exec", "-i", self.name, "sh", "-c", f"mkdir -p {dest} && tar -x -C {dest}"],
+                       input=archive.getvalue(), check=True, timeout=600)
 
 
 class PlaybookRun:

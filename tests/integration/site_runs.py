@@ -11,6 +11,9 @@ PROBE = "localhost/k3s-gvisor/probe:1"
 VENV_PYTHON = "/opt/k3s-gvisor/cri-client/bin/python"
 SOCKET = "/run/containerd/containerd.sock"
 VERIFY_TASK = "Run the probe pod over CRI"
+# The task whose result holds the probe's facts and the decision record (the last that ran: the runtime
+# stage decides again after installing a runtime the probe could not check).
+DECIDE_TASK = "Decide what the host gets, and keep the record"
 
 
 def prepare_for_site(node, summary_dir: Path) -> None:

@@ -21,6 +21,8 @@ import textwrap
 
 import pytest
 
+from site_runs import DECIDE_TASK
+
 PLUGIN = "/usr/lib/cni/gvisor-bridge"
 CNI_PATH = "/usr/lib/cni"
 SUBNET = "10.89.0.0/24"
@@ -258,7 +260,7 @@ def test_a_plain_kernel_keeps_the_standard_plugins(node_factory):
     plain = node_factory("cni-plain", runtime="runc")
     run = plain.playbook("site.yml", "--tags", "probe,runtime,engine")
     assert run.returncode == 0, run.stderr + str(run.result.get("stats"))
-    facts = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     assert "B10" not in {b["id"] for b in facts["blockers"]}
     assert facts["decisions"]["cni_plugin"]["value"] == "bridge"
     recorded = run.task("Record what the runtime is on this host")["ansible_facts"]["runc_gvisor_result"]

@@ -36,7 +36,7 @@ import tarfile
 import pytest
 
 from conftest import REPO
-from site_runs import PROBE, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site
+from site_runs import DECIDE_TASK, PROBE, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site
 
 # Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def burst(request, node_factory, tmp_path_factory):
     prepare_for_site(node, tmp_path_factory.mktemp("summary"))
     run = node.playbook("site.yml", *RUNTIMES[request.param])
     assert_verified(run)
-    runtime = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]["decisions"]["runtime"]
+    runtime = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["decisions"]["runtime"]
     assert runtime["value"] == request.param, runtime
     ship_burst(node)
     try:

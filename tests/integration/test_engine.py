@@ -23,7 +23,7 @@ import tomllib
 
 import pytest
 
-from site_runs import changed_tasks, failed_tasks
+from site_runs import DECIDE_TASK, changed_tasks, failed_tasks
 
 STAGES = ("--tags", "probe,runtime,engine")
 SUPERVISE = "/usr/local/bin/k3s-gvisor-supervise"
@@ -81,7 +81,7 @@ def engine_node(request, node_factory):
     before = present(node)
     node.footprint = footprint(node)
     run = converge(node)
-    node.record = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]["decisions"]
+    node.record = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["decisions"]
     return node, original, before
 
 

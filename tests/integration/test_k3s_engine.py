@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from conftest import REPO, VENV_BIN, PlaybookRun
-from site_runs import failed_tasks, task_name
+from site_runs import DECIDE_TASK, failed_tasks, task_name
 
 STAGES = ("--tags", "probe,runtime,engine")
 STANDIN = REPO / "tests" / "fixtures" / "k3s-standin" / "k3s"
@@ -45,7 +45,6 @@ SUPERVISE = "/usr/local/bin/k3s-gvisor-supervise"
 STANDIN_RUN = "/var/lib/rancher/k3s/stand-in/run.json"
 STANDIN_IMAGES = "/var/lib/rancher/k3s/stand-in/images.json"
 PAUSE = "localhost/k3s-gvisor/pause:1"
-PROBE_TASK = "Probe the host and decide what it needs"
 # What a converge leaves and reset must remove (the runtime's own paths are
 # test_engine's to check).
 NODE_SCRIPT = "/usr/local/bin/k3s-gvisor-node"
@@ -146,7 +145,7 @@ def record(cluster):
     """The decision record of the server (the agent's is the same image's), from a probe-only run."""
     run = cluster.play("playbooks/probe.yml")[cluster.servers[0].name]
     assert run.returncode == 0, run.stderr + "\n".join(failed_tasks(run))
-    return run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["decisions"]
+    return run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["decisions"]
 
 
 def test_check_mode_on_a_fresh_node_runs_through_and_changes_nothing(node_factory, standin, tmp_path_factory):

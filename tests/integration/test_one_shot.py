@@ -15,10 +15,8 @@ the CNI plugins come built in the bundle's build cache.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
-import tarfile
 
 import pytest
 
@@ -37,16 +35,6 @@ def tracked_files() -> list[str]:
     return [path for path in listed.decode().split("\0") if path and (REPO / path).is_file()]
 
 
-def ship(node, files: dict[str, str], dest: str) -> None:
-    """Files {arcname: local path} into dest, written from inside the node (docs/NODES.md)."""
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for arcname, path in files.items():
-            tar.add(path, arcname=arcname, recursive=True)
-    subprocess.run(["docker", "exec", "-i", node.name, "sh", "-c", f"mkdir -p {dest} && tar -x -C {dest}"],
-                   input=archive.getvalue(), check=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """The offline bundle for the node images' Python (sid: 3.14)."""
@@ -57,8 +45,8 @@ def bundle(tmp_path_factory):
 
 
 def converge_from_inside(node, bundle) -> subprocess.CompletedProcess:
-    ship(node, {path: str(REPO / path) for path in tracked_files()}, PROJECT)
-    ship(node, {name: str(bundle / name) for name in ("wheels", "cri-wheels", "gomodcache", "builds", "env")}, BUNDLE)
+    node.ship({path: str(REPO / path) for path in tracked_files()}, PROJECT)
+    node.ship({name: str(bundle / name) for name in ("wheels", "cri-wheels", "gomodcache", "builds", "env")}, BUNDLE)
     script = f"""set -e
 cd {PROJECT}
 python3 -m venv .venv

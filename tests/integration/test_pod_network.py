@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import NODE_PREFIX, Node, gvisor_node
-from site_runs import PAUSE, PROBE, SOCKET
+from site_runs import DECIDE_TASK, PAUSE, PROBE, SOCKET
 from test_verify import leftovers, module
 
 NODE = f"{NODE_PREFIX}net-sid"
@@ -64,7 +64,7 @@ def pod_traces(node) -> dict:
 
 def test_the_engine_wrote_the_gvisor_bridge_network(converged):
     node, run, _ = converged
-    decision = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]["decisions"]["cni_plugin"]
+    decision = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["decisions"]["cni_plugin"]
     assert decision["value"] == "gvisor-bridge" and decision["answers"] == ["B10"], decision
     for plugin in ("gvisor-bridge", "loopback"):
         assert node.exec("test", "-x", f"/usr/lib/cni/{plugin}").returncode == 0, plugin

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-PROBE = "Probe the host and decide what it needs"
+from site_runs import DECIDE_TASK
 
 
 def blocker_ids(facts: dict) -> set[str]:
@@ -38,7 +38,7 @@ def gvisor_sid(node_factory):
 def test_gvisor_20240729_sid_facts(gvisor_sid):
     _, run, _ = gvisor_sid
     assert run.returncode == 0, run.stderr
-    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     assert facts["is_gvisor"] is True
     assert any("Starting gVisor" in line for line in facts["gvisor_evidence"])
     assert facts["kernel_release"] == "4.4.0"
@@ -64,7 +64,7 @@ SID_BLOCKERS = {"B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", 
 
 def test_gvisor_20240729_sid_blockers(gvisor_sid):
     _, run, _ = gvisor_sid
-    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     # Each one seen by hand on such a node, with its own error text: B1, B3
     # and B8 from runc 1.3.6, B5 in containerd 2.1.9's log, B7 on an overlay
     # mount, B9 on a CRI container joining its pod's PID namespace, B10 from
@@ -83,7 +83,7 @@ def test_gvisor_20240729_sid_blockers(gvisor_sid):
 
 def test_gvisor_20240729_sid_runtime_check_and_record(gvisor_sid):
     _, run, _ = gvisor_sid
-    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     crun, runc = facts["runtime_check"]["crun"], facts["runtime_check"]["runc"]
     assert {shape for shape, result in crun.items() if result["works"]} == {"cri", "cgroup_namespace", "signal_before_start"}
     assert "Invalid argument" in crun["pid_namespace_join"]["error"]
@@ -119,7 +119,7 @@ def test_gvisor_20240729_trixie_gets_the_patched_runc(node_factory):
     node = node_factory("probe-trixie", image="trixie")
     run = node.playbook("playbooks/probe.yml")
     assert run.returncode == 0, run.stderr
-    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     assert facts["runc"]["version"].startswith("1.1.")
     assert facts["containerd"]["version"].startswith("1.7.")
     # containerd 1.7 has no kernel check (no B5); runc 1.1 has neither the
@@ -139,7 +139,7 @@ def test_bookworm_crun_is_tried_and_recorded(node_factory):
     does not support bookworm's containerd 1.6 as an engine)."""
     node = node_factory("probe-bookworm", image="bookworm")
     run = node.playbook("playbooks/probe.yml")
-    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     assert facts["crun"]["version"].startswith("1.8.")
     crun = facts["runtime_check"]["crun"]
     assert not any(result["works"] for result in crun.values())
@@ -151,7 +151,7 @@ def test_plain_runc_container_is_not_gvisor(node_factory):
     node = node_factory("probe-plain", runtime="runc")
     run = node.playbook("playbooks/probe.yml")
     assert run.returncode == 0, run.stderr
-    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     assert facts["is_gvisor"] is False
     assert facts["cgroup_namespace"] is True
     assert facts["procfs_root_inode"] == 1
@@ -172,7 +172,7 @@ def test_plain_runc_container_is_not_gvisor(node_factory):
 def test_gvisor_20221219_is_beyond_repair(node_factory):
     node = node_factory("probe-legacy", runtime="runsc-legacy")
     run = node.playbook("playbooks/probe.yml")
-    facts = run.task(PROBE)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     assert facts["is_gvisor"] is True
     assert facts["cap_last_cap"]["file_present"] is False
     assert facts["child_subreaper"] is False

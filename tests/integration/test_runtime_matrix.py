@@ -31,6 +31,7 @@ import subprocess
 import pytest
 
 from conftest import REPO, VENV_BIN
+from site_runs import DECIDE_TASK
 
 STOCK_RUNC = "/usr/bin/runc"
 CRUN = "/usr/bin/crun"
@@ -272,7 +273,7 @@ def nodes(node_factory):
             node = node_factory(f"runtime-{name}", image=image)
             run = node.playbook("site.yml", "--tags", "probe,runtime", *args)
             assert run.returncode == 0, run.stderr + json.dumps(run.stats)
-            node.facts = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]
+            node.facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
             node.record = node.facts["decisions"]
             make_bundles(node, SPECS)
             made[name] = node
@@ -423,7 +424,7 @@ def plain_runtime(node_factory, tmp_path_factory):
     assert node.exec("sh", "-c", remount).returncode == 0
     run = node.playbook("site.yml", "--tags", "probe,runtime,summary")
     assert run.returncode == 0, run.stderr + json.dumps(run.stats)
-    node.record = run.task("Probe the host and decide what it needs")["ansible_facts"]["gvisor"]["decisions"]
+    node.record = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["decisions"]
     make_bundles(node, {"minimal": spec_for("minimal"), "minimal-masked": masked_kernel(spec_for("minimal"))})
     return node, run
 

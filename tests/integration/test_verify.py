@@ -26,9 +26,8 @@ import time
 import pytest
 
 from conftest import REPO, VENV_BIN
-from site_runs import PAUSE, PROBE, SOCKET, VENV_PYTHON, assert_verified, changed_tasks, failed_tasks
+from site_runs import DECIDE_TASK, PAUSE, PROBE, SOCKET, VENV_PYTHON, assert_verified, changed_tasks, failed_tasks
 
-PROBE_TASK = "Probe the host and decide what it needs"
 EXPECTED_RUNTIME = {"sid": "crun", "trixie": "runc-patched"}
 STEPS = ["run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "container_exit", "read_log", "cleanup"]
 
@@ -124,7 +123,7 @@ def test_the_summary_is_written_and_names_each_blockers_mitigation(verified):
     node, run, result, summary_path = verified
     summary = json.loads(summary_path.read_text())
     (host,) = summary["hosts"]
-    facts = run.task(PROBE_TASK)["ansible_facts"]["gvisor"]
+    facts = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]
     record = facts["decisions"]
     probe_blockers = [b["id"] for b in facts["blockers"]]
     assert host["host"] == node.name and host["verify_status"] == "READY"
@@ -178,7 +177,7 @@ def test_each_stage_alone_on_a_converged_node_changes_nothing(verified, stage):
     run = node.playbook(f"playbooks/{stage}.yml")
     assert run.returncode == 0, run.stderr + "\n".join(failed_tasks(run))
     assert run.stats["changed"] == 0, changed_tasks(run)
-    assert run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["decisions"]["runtime"]["value"] == EXPECTED_RUNTIME[node.image]
+    assert run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["decisions"]["runtime"]["value"] == EXPECTED_RUNTIME[node.image]
     if stage == "verify":
         result = run.task("Run the probe pod over CRI")
         assert result["ok"] and result["sandbox_state"] == "SANDBOX_READY", result.get("failure") or result
@@ -190,7 +189,7 @@ def test_stock_runc_gives_b3_and_leaves_nothing_behind(verified):
     node, run, _, _ = verified
     if node.image != "sid":
         pytest.skip("trixie's stock runc 1.1.15 has no procfs check (B3) and runs pods as it is")
-    containerd_version = run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["containerd"]["version"]
+    containerd_version = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["containerd"]["version"]
     added = module(node, "containerd_config", python="/usr/bin/python3", path="/etc/containerd/config.toml", containerd_version=containerd_version,
                    runtime_name="runc-stock", binary_name="/usr/bin/runc", default_runtime=False)
     assert added.get("changed"), added
@@ -258,7 +257,7 @@ def test_the_patched_runc_forced_on_sid_ends_ready_with_the_pod_network(forced_n
     result = assert_verified(run)
     network = run.task("Run two pods on the pod network over CRI")
     assert result["network"] == "pod" and network["ok"], network.get("failure") or network
-    record = run.task(PROBE_TASK)["ansible_facts"]["gvisor"]["decisions"]
+    record = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["decisions"]
     assert record["runtime"]["value"] == "runc-patched"
     assert [p["name"][:4] for p in record["runtime"]["patches"]] == ["0002", "0003", "0005"]
     profile = json.loads(node.exec("cat", "/etc/runc-gvisor/profile.json").stdout)

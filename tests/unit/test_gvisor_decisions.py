@@ -76,7 +76,7 @@ def test_every_blocker_of_a_host_is_answered_or_named_unanswered():
 def test_sid_without_crun_gets_the_patched_runc_with_exactly_the_patches_its_blockers_call_for():
     record = decide(SID_WITHOUT_CRUN)
     runtime = record["runtime"]
-    assert runtime["value"] == "runc-patched" and runtime["path"] == gd.PATCHED_RUNC_PATH
+    assert runtime["value"] == "runc-patched" and runtime["path"] == gd.PATCHED_RUNC_DIR + "/runc"
     assert [(p["name"][:4], p["answers"]) for p in runtime["patches"]] == [("0002", ["B3"]), ("0003", ["B8"]), ("0005", ["B11"])]
     assert "crun: not installed" in runtime["why"] and "unsafe procfs detected" in runtime["why"]
     assert [a["value"] for a in record["wrapper_adaptations"]] == ["drop_cgroup_namespace", "refuse_pid_namespace_join"]
@@ -222,3 +222,41 @@ def test_b14_is_crun_s_own_and_another_runtime_answers_it():
     assert "B14" in record["runtime"]["answers"]
     assert "refuse_masked_under_readonly" not in [a["value"] for a in record["wrapper_adaptations"]]
     assert "B14" not in record["unanswered"]
+
+
+def crun_from_apt(facts: dict) -> dict:
+    return with_blockers(facts, crun_from_apt={"candidate": "1.28-1", "uri": "http://m/crun.deb", "reachable": True})
+
+
+def test_crun_from_apt_decided_again_with_its_check_is_decided_as_where_crun_was_installed_before():
+    """The runtime stage installs crun, checks it and decides again: the
+    record must then be the one every later run decides (issue: the first
+    converge missed B14's refusal, which only crun's own check shows)."""
+    first = decide(crun_from_apt(SID_WITHOUT_CRUN))
+    assert first["runtime"]["install_package"] == "crun"
+    assert "refuse_masked_under_readonly" not in [a["value"] for a in first["wrapper_adaptations"]]
+    basis = gd.with_checked_runtime(crun_from_apt(SID_WITHOUT_CRUN), "crun", SID["crun"], SID["runtime_check"]["crun"])
+    again = decide(basis)
+    installed_before = decide(SID)
+    for key in ("wrapper_adaptations", "engine", "kubernetes", "relaxations", "answered_by", "unanswered"):
+        assert again[key] == installed_before[key], key
+    assert again["runtime"]["value"] == "crun" and again["runtime"]["install_package"] is None
+    assert [a["value"] for a in again["wrapper_adaptations"]] == ["refuse_masked_under_readonly",
+                                                                  "refuse_pid_namespace_join"]
+    assert {b["id"] for b in basis["blockers"]} == {b["id"] for b in SID["blockers"]}
+
+
+def test_a_kept_record_is_read_only_in_its_own_format():
+    basis = gd.probe_basis(dict(SID, probe_seconds=1.5, decisions={"runtime": {}}))
+    assert "probe_seconds" not in basis and "decisions" not in basis
+    document = gd.record_document(basis, gd.Policy(), decide(SID))
+    assert gd.recorded_basis(document) == basis
+    assert document["policy"]["engine"] == "k3s" and document["policy"]["patched_runc_dir"] == gd.PATCHED_RUNC_DIR
+    for foreign in (None, [], {"format": 0, "facts": basis}, {"format": gd.RECORD_FORMAT, "facts": {"x": 1}},
+                    {"format": gd.RECORD_FORMAT}):
+        assert gd.recorded_basis(foreign) is None, foreign
+
+
+def test_the_patched_runc_is_where_the_user_installs_it():
+    record = decide(SID_WITHOUT_CRUN, patched_runc_dir="/opt/gvisor/")
+    assert record["runtime"]["value"] == "runc-patched" and record["runtime"]["path"] == "/opt/gvisor/runc"

@@ -880,11 +880,11 @@ def test_module_docs_match_the_facts():
     assert docs["DOCUMENTATION"]["options"]["skip"]["choices"] == list(gf.SKIPPABLE_TESTS)
     documented = docs["RETURN"]["ansible_facts"]["contains"]["gvisor"]["contains"]
     facts = gf.HostProbe(skip=gf.SKIPPABLE_TESTS).collect()
-    # The module adds the decision record to what HostProbe collects.
-    assert set(documented) == set(facts) | {"decisions"}
+    # Facts only: the decision record is gvisor_decide's.
+    assert set(documented) == set(facts)
     for key, spec in documented.items():
-        # runtime_check's keys are the runtimes found; decisions are not HostProbe's.
-        if key not in ("runtime_check", "decisions") and isinstance(facts[key], dict):
+        # runtime_check's keys are the runtimes found.
+        if key != "runtime_check" and isinstance(facts[key], dict):
             assert set(spec["contains"]) == set(facts[key]), key
     assert set(documented["blockers"]["contains"]) == set(gf.evaluate_blockers(OBSERVED_GVISOR_20240729)[0])
 
@@ -892,3 +892,11 @@ def test_module_docs_match_the_facts():
 def test_unknown_skip_name_is_rejected():
     with pytest.raises(ValueError):
         gf.HostProbe(skip=["overlay"])
+
+
+def test_a_local_repository_answers_where_its_file_is(tmp_path):
+    package = tmp_path / "crun_1.28-1_amd64.deb"
+    package.write_bytes(b"!<arch>\n")
+    assert gf.url_answers(package.as_uri(), 1.0) is True
+    assert gf.url_answers((tmp_path / "gone.deb").as_uri(), 1.0) is False
+    assert gf.url_answers("file:" + str(package), 1.0) is True  # apt prints file:/path
