@@ -32,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import BLOCKER_CATALOGUE
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import BLOCKER_CATALOGUE
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.verify_images import MARKER_VARIABLE, own_pid_namespace, parse_cri_log, parse_probe_output
 
 RUN_LABEL = "k3s-gvisor.io/verify-run"

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import evaluate_blockers, version_tuple
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import evaluate_blockers
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import version_tuple
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import MASK_WRITE_SEEN, passed
 
 RUNTIMES = ("crun", "runc", "runc-patched")
@@ -36,6 +37,10 @@ RUNC_PATCHES = (
 )
 # Where the patched runc goes unless the user moves it (runc_gvisor_install_dir).
 PATCHED_RUNC_DIR = "/usr/local/lib/runc-gvisor"
+# runc's own blockers: what the patches answer, and crun never meets.
+RUNC_BLOCKERS = frozenset(blocker for _, blocker in RUNC_PATCHES)
+# Those of them a runc release decides by its version (B11 is gVisor's FIFO, met by every runc).
+RUNC_VERSION_BLOCKERS = frozenset({"B2", "B3", "B8"})
 # The runc release the patched runc is built from: the one place of its
 # version (roles/runc_gvisor/files/runc-module's go.mod requires exactly it,
 # and its go.sum holds the checksum; a unit test keeps them together). Its
@@ -98,15 +103,14 @@ def runs_pods(facts: dict, runtime: str) -> bool:
 
 def crun_installable(facts: dict) -> bool:
     offer = facts.get("crun_from_apt") or {}
-    candidate = offer.get("candidate") or ""
-    numbers = tuple(int(part) for part in candidate.split("-")[0].split(".")[:2] if part.isdigit())
-    return bool(offer.get("reachable")) and len(numbers) == 2 and numbers >= CRUN_FROM_APT_MINIMUM
+    numbers = version_tuple(offer.get("candidate"))
+    return bool(offer.get("reachable")) and numbers is not None and tuple(numbers[:2]) >= CRUN_FROM_APT_MINIMUM
 
 
 def choose_runtime(facts: dict, policy: Policy, errors: list[str]) -> dict:
     """{name, path, install_package, answers, why}: the OCI runtime behind runc-gvisor."""
     blockers = _ids(facts)
-    runc_blockers = blockers & {"B2", "B3", "B8", "B11"}
+    runc_blockers = blockers & RUNC_BLOCKERS
     if policy.runtime in ("auto", "crun"):
         if runs_pods(facts, "crun"):
             # A crun that ran the cgroup-namespace shape answers B1 itself (it
@@ -161,7 +165,7 @@ def patched_runc_blockers(facts: dict, version: str, path: str) -> set[str]:
     has none of them for its runc 1.1.15, but runc 1.3.6 checks the procfs root)."""
     built = {"found": True, "path": path, "version": version, "version_tuple": version_tuple(version)}
     as_built = evaluate_blockers(dict(facts, runc=built))
-    return {blocker["id"] for blocker in as_built} | (_ids(facts) - {"B2", "B3", "B8"})
+    return {blocker["id"] for blocker in as_built} | (_ids(facts) - RUNC_VERSION_BLOCKERS)
 
 
 def _runtime(name: str, path: str, install_package, answers, why: str) -> dict:
@@ -341,6 +345,16 @@ def relaxations(runtime: dict, adaptations: list[dict], engine: dict, kubernetes
     return found
 
 
+def gvisor_release(facts: dict) -> str:
+    """The gVisor release as far as the facts tell (the summary's guess, where
+    the inventory names none): the child subreaper came with 20240729."""
+    if facts.get("child_subreaper") is False:
+        return "older than 20240729 (B4: no child subreaper)"
+    if facts.get("is_gvisor"):
+        return "20240729 or newer (child subreaper works)"
+    return "not gVisor"
+
+
 def shows_b14(facts: dict, runtime: str) -> bool:
     return (_check(facts, runtime).get("masked_under_readonly") or {}).get("error") == MASK_WRITE_SEEN
 
@@ -365,6 +379,9 @@ def decide(facts: dict, policy: Policy) -> dict:
         "k3s": k3s_settings(kubernetes, policy.engine),
         "relaxations": relaxations(runtime, adaptations, engine, kubernetes),
         "errors": errors,
+        # Blockers under which no pod runs and nothing here repairs (B4): the play stops the host.
+        "fatal": sorted((b["id"] for b in facts.get("blockers") or [] if b["fatal"]), key=_blocker_number),
+        "gvisor_release": gvisor_release(facts),
     }
     record["answered_by"] = answered_by(record)
     record["unanswered"] = unanswered(facts, record)

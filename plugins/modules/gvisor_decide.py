@@ -51,7 +51,7 @@ options:
       - A runtime the runtime stage installed and checked - C(name) (V(crun) or V(runc)), C(binary) (C({found, path,
         version, version_tuple}) as the probe reports a runtime) and C(shapes) (M(k3s_gvisor.node.oci_runtime_check)'s
         RV(k3s_gvisor.node.oci_runtime_check#module:shapes)).
-      - Needs a kept record; in check mode, where nothing was installed, it is ignored.
+      - In check mode, where nothing was installed, it is ignored.
     type: dict
   runtime:
     description:
@@ -98,6 +98,8 @@ options:
 notes:
   - Runs with Python's standard library alone. Deciding is pure (facts and policy in, record out); the only change
     it makes is the record file.
+  - A record with errors or a fatal blocker (RV(ansible_facts.gvisor.decisions.errors),
+    RV(ansible_facts.gvisor.decisions.fatal)) is not kept - the play stops the host before anything changes.
 seealso:
   - module: k3s_gvisor.node.gvisor_probe
 """
@@ -179,6 +181,14 @@ ansible_facts:
               description: Blocker ids nothing answers on this host (B4 is fatal; the play stops).
               type: list
               elements: str
+            fatal:
+              description: Blocker ids under which no pod runs and nothing here repairs (B4); the play stops the host.
+              type: list
+              elements: str
+            gvisor_release:
+              description: The gVisor release as far as the facts tell (the summary's, where the inventory names none).
+              type: str
+              sample: 20240729 or newer (child subreaper works)
             errors:
               description: Policy the host cannot follow (a forced runtime it cannot run, B3 with the relaxation refused); the play stops.
               type: list
@@ -243,19 +253,14 @@ def choose_basis(module: AnsibleModule, recorded) -> tuple[dict, str]:
     """The facts to decide from, and where they come from."""
     params = module.params
     kept = None if params["redecide"] else recorded_basis(recorded)
+    basis, decided_from = (kept, "record") if kept is not None else (probe_basis(params["facts"]), "probe")
     checked = params["checked_runtime"]
     if checked and not module.check_mode:
-        if kept is None:
-            module.fail_json(msg="checked_runtime needs the record the probe's run kept in %s; run the probe "
-                                 "stage first (site.yml or playbooks/probe.yml)" % params["path"])
-        missing = [key for key in ("name", "binary", "shapes") if key not in checked]
-        if missing or checked["name"] not in ("crun", "runc"):
-            module.fail_json(msg="checked_runtime needs name (crun or runc), binary and shapes; got keys %s"
-                                 % sorted(checked))
-        return with_checked_runtime(kept, checked["name"], checked["binary"], checked["shapes"]), "record"
-    if kept is not None:
-        return kept, "record"
-    return probe_basis(params["facts"]), "probe"
+        if sorted(checked) != ["binary", "name", "shapes"] or checked["name"] not in ("crun", "runc"):
+            module.fail_json(msg="checked_runtime needs name (crun or runc), binary and shapes; got %s"
+                                 % json.dumps(checked, sort_keys=True)[:500])
+        basis = with_checked_runtime(basis, checked["name"], checked["binary"], checked["shapes"])
+    return basis, decided_from
 
 
 def main():
@@ -283,7 +288,10 @@ def main():
     policy = policy_from(params)
     decisions = decide(basis, policy)
     after = json.dumps(record_document(basis, policy, decisions), indent=2, sort_keys=True) + "\n"
-    changed = after != before
+    # A record the play stops on (a policy the host cannot follow, a fatal
+    # blocker) is not kept: the host stays as it was, and the next run decides afresh.
+    keep = not decisions["errors"] and not decisions["fatal"]
+    changed = keep and after != before
     if changed and not module.check_mode:
         write_record(params["path"], after)
     result = {
@@ -294,7 +302,7 @@ def main():
         "ansible_facts": {"gvisor": dict(params["facts"], **basis, decisions=decisions)},
     }
     if module._diff:
-        result["diff"] = {"before": before or "", "after": after,
+        result["diff"] = {"before": before or "", "after": after if keep else before or "",
                           "before_header": params["path"], "after_header": params["path"]}
     module.exit_json(**result)
 

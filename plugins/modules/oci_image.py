@@ -54,7 +54,7 @@ options:
     type: str
     default: k8s.io
   snapshotter:
-    description: Snapshotter to unpack the image for; empty for containerd's default.
+    description: Snapshotter to unpack the image for (the record's, V(overlayfs) or V(native)); empty for containerd's default.
     type: str
     default: ""
 """

@@ -26,9 +26,8 @@ NODE_PREFIX = os.environ.get("K3S_GVISOR_TEST_NODE_PREFIX", "kg-it-")
 
 
 def gvisor_node(*args: str) -> str:
-    result = subprocess.run(
-        [str(GVISOR_NODE), *args], check=True, capture_output=True, text=True
-    )
+    result = subprocess.run([str(GVISOR_NODE), *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"scripts/gvisor-node {' '.join(args)}: exit {result.returncode}: {result.stderr}"
     return result.stdout
 
 

@@ -27,40 +27,21 @@ or they would be counted as zombies.
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 import subprocess
-import tarfile
 
 import pytest
 
-from conftest import REPO
-from site_runs import DECIDE_TASK, PROBE, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site
+from site_runs import DECIDE_TASK, PROBE, SHIPPED, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site, ship_burst
 
 # Slow (a fresh converge or more per test): run by `scripts/test -m slow tests/integration`, not by CI.
 pytestmark = pytest.mark.slow
 
 PODS = 20
-SHIPPED = "/tmp/k3s-gvisor-burst"
-# The verify role's CRI code and what it imports, as Ansible names them.
-MODULE_UTILS = ("gvisor_facts", "runtime_check", "oci_image", "verify_images", "cri_pod_sandbox")
 # Seconds each CRI call and wait may take with twenty pods on two shared cores.
 CALL_TIMEOUT = 300
 BURST_TIMEOUT = 1200
-
-
-def ship_burst(node, scripts=("cri_burst.py",)) -> None:
-    """SCRIPTS (of tests/integration) and the module_utils they import, written from inside the node (see docs/NODES.md)."""
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for script in scripts:
-            tar.add(REPO / "tests/integration" / script, arcname=script)
-        for name in MODULE_UTILS:
-            tar.add(REPO / "plugins" / "module_utils" / f"{name}.py",
-                    arcname=f"ansible_collections/k3s_gvisor/node/plugins/module_utils/{name}.py")
-    subprocess.run(["docker", "exec", "-i", node.name, "sh", "-c", f"rm -rf {SHIPPED} && mkdir {SHIPPED} && tar -x -C {SHIPPED}"],
-                   input=archive.getvalue(), check=True, timeout=120)
 
 
 # The runtime behind runc-gvisor: the record's own choice on sid, and the patched runc forced.

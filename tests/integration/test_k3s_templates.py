@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml

@@ -19,8 +19,7 @@ import time
 import pytest
 
 from conftest import NODE_PREFIX, Node, gvisor_node
-from site_runs import DECIDE_TASK, PAUSE, PROBE, SOCKET
-from test_verify import leftovers, module
+from site_runs import DECIDE_TASK, PAUSE, PROBE, SOCKET, leftovers, module
 
 NODE = f"{NODE_PREFIX}net-sid"
 CONFLIST = "/etc/cni/net.d/10-k3s-gvisor.conflist"

@@ -27,8 +27,7 @@ import subprocess
 
 import pytest
 
-from site_runs import PROBE, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site
-from test_concurrency import SHIPPED, ship_burst
+from site_runs import PROBE, SHIPPED, SOCKET, VENV_PYTHON, assert_verified, prepare_for_site, ship_burst
 
 pytestmark = pytest.mark.slow
 

@@ -19,70 +19,15 @@ is in LEFTOVERS_SCRIPT.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 
 import pytest
 
-from conftest import REPO, VENV_BIN
-from site_runs import DECIDE_TASK, PAUSE, PROBE, SOCKET, VENV_PYTHON, assert_verified, changed_tasks, failed_tasks
+from site_runs import (DECIDE_TASK, PAUSE, PROBE, SOCKET, VENV_PYTHON, assert_verified, changed_tasks, failed_tasks,
+                       LEFTOVERS_SCRIPT, leftovers, module)
 
 EXPECTED_RUNTIME = {"sid": "crun", "trixie": "runc-patched"}
 STEPS = ["run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "container_exit", "read_log", "cleanup"]
-
-# Everything a pod leaves when it is not cleaned up, counted on the node with
-# the CRI client's python: sandboxes and containers over CRI, containerd's
-# containers, runc's state directories, pod cgroups, mounts of containerd's
-# tasks and snapshots, running shims, pod log directories, and snapshots.
-LEFTOVERS_SCRIPT = r"""
-import glob, json, os, subprocess
-import grpc
-from cri_api.v1 import api_pb2 as api, api_pb2_grpc
-stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel("unix://%(socket)s"))
-def lines(*argv):
-    return [l for l in subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines() if l.strip()]
-def comm(pid):
-    try:
-        return open(f"/proc/{pid}/comm").read().strip(), open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0]
-    except OSError:
-        return "", ""
-procs = [comm(p) for p in os.listdir("/proc") if p.isdigit()]
-print(json.dumps({
-    "cri_sandboxes": len(stub.ListPodSandbox(api.ListPodSandboxRequest(), timeout=30).items),
-    "cri_containers": len(stub.ListContainers(api.ListContainersRequest(), timeout=30).containers),
-    "containerd_containers": len(lines("ctr", "-n", "k8s.io", "containers", "ls", "-q")),
-    "runc_state_dirs": len(glob.glob("/run/containerd/runc/k8s.io/*")),
-    "pod_cgroups": len(glob.glob("/sys/fs/cgroup/*/k8s.io/*/")),
-    "task_mounts": sum(("/run/containerd/io.containerd.runtime" in l or "snapshots" in l) for l in open("/proc/self/mountinfo")),
-    "running_shims": sum(c.startswith("containerd-shim") and s != "Z" for c, s in procs),
-    "pod_log_dirs": len(glob.glob("/var/log/pods/*")),
-    "snapshots": len(lines("ctr", "-n", "k8s.io", "snapshots", "--snapshotter", "native", "ls")),
-}))
-""" % {"socket": SOCKET}
-
-
-def leftovers(node) -> dict:
-    result = node.exec(VENV_PYTHON, "-c", LEFTOVERS_SCRIPT)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def module(node, name: str, python: str = VENV_PYTHON, **args) -> dict:
-    """Run one of the collection's modules (k3s_gvisor.node.NAME) on the node, ad hoc (by default with the
-    CRI client's python); its result."""
-    name = name if "." in name else f"k3s_gvisor.node.{name}"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible"), "-i", str(node.inventory), node.name, "-m", name, "-a", json.dumps(args),
-         "-e", f"ansible_python_interpreter={python}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    try:
-        return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][node.name]
-    except (json.JSONDecodeError, KeyError, IndexError):
-        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:]) from None
-
 
 # trixie is in the slow tier: molecule's trixie scenario verifies it in CI.
 @pytest.fixture(scope="module", params=["sid", pytest.param("trixie", marks=pytest.mark.slow)])
@@ -248,6 +193,7 @@ def test_runc_forced_on_sid_stops_at_the_probe_naming_b3(forced_node):
     assert [path for path in RUNTIME_INSTALLED if node.exec("test", "-e", path).returncode == 0] == []
     assert node.exec("cat", "/etc/containerd/config.toml").stdout == config
     assert changed_tasks(run) == []
+    assert node.exec("test", "-e", "/etc/k3s-gvisor/record.json").returncode == 1  # a record it stops on is not kept
 
 
 @pytest.mark.slow  # a whole converge; CI has the patched runc from molecule trixie and test_runtime_matrix

@@ -18,7 +18,7 @@ from cri_api.v1 import api_pb2 as api
 
 from verify_module_utils import load
 
-facts = load("gvisor_facts")
+blockers = load("gvisor_blockers")
 cri = load("cri_pod_sandbox")
 
 HOST_PID_NS = "pid:[4026531836]"
@@ -191,8 +191,8 @@ def test_a_known_blocker_is_named_with_its_remedy_and_everything_is_removed(tmp_
     result = check(runtime, tmp_path)
     assert not result["ok"]
     assert result["failure"] == {"step": "start_container", "blocker": "B3",
-                                 "title": facts.BLOCKER_CATALOGUE["B3"].title,
-                                 "evidence": "UNKNOWN: " + B3_ERROR, "remedy": facts.BLOCKER_CATALOGUE["B3"].remedy}
+                                 "title": blockers.BLOCKER_CATALOGUE["B3"].title,
+                                 "evidence": "UNKNOWN: " + B3_ERROR, "remedy": blockers.BLOCKER_CATALOGUE["B3"].remedy}
     assert list(result["timings"]) == ["run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "cleanup"]
     assert runtime.calls.count("RemoveContainer") == 1 and runtime.calls.count("RemovePodSandbox") == 1
     assert_nothing_left(runtime, tmp_path)
@@ -252,9 +252,9 @@ def test_cleanup_errors_are_reported_and_do_not_stop_the_rest(tmp_path):
     assert runtime.sandboxes == {}  # the sandbox was still removed
 
 
-@pytest.mark.parametrize("blocker_id", sorted(facts.BLOCKER_CATALOGUE))
+@pytest.mark.parametrize("blocker_id", sorted(blockers.BLOCKER_CATALOGUE))
 def test_every_catalogue_entry_is_found_inside_the_engines_longer_message(blocker_id):
-    words = facts.BLOCKER_CATALOGUE[blocker_id].error_text
+    words = blockers.BLOCKER_CATALOGUE[blocker_id].error_text
     found = cri.match_blocker(f"rpc error: code = Unknown desc = failed to create shim task: {words}: exit status 1")
     assert found["blocker"] == blocker_id
 

@@ -9,10 +9,10 @@ import copy
 from pathlib import Path
 
 import pytest
-from test_gvisor_facts import NOT_FOUND, OBSERVED_GVISOR_20221219, OBSERVED_GVISOR_20240729, OBSERVED_PLAIN
+from host_samples import NOT_FOUND, OBSERVED_GVISOR_20221219, OBSERVED_GVISOR_20240729, OBSERVED_PLAIN
 
 from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_decisions as gd
-from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_facts as gf
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_blockers as gb
 
 REPO = Path(__file__).resolve().parents[2]
 PASSES = {shape: {"works": True, "error": None} for shape in ("cri", "cgroup_namespace", "pid_namespace_join",
@@ -24,7 +24,7 @@ def with_blockers(facts: dict, **changes) -> dict:
     """Facts with changes, and their blockers evaluated as the probe does."""
     facts = copy.deepcopy(facts)
     facts.update(changes)
-    facts["blockers"] = gf.evaluate_blockers(facts)
+    facts["blockers"] = gb.evaluate_blockers(facts)
     return facts
 
 
@@ -260,3 +260,10 @@ def test_a_kept_record_is_read_only_in_its_own_format():
 def test_the_patched_runc_is_where_the_user_installs_it():
     record = decide(SID_WITHOUT_CRUN, patched_runc_dir="/opt/gvisor/")
     assert record["runtime"]["value"] == "runc-patched" and record["runtime"]["path"] == "/opt/gvisor/runc"
+
+
+def test_the_record_names_the_fatal_blockers_and_guesses_the_gvisor_release():
+    old = decide(with_blockers(OBSERVED_GVISOR_20221219))
+    assert old["fatal"] == ["B4"] and old["gvisor_release"].startswith("older than 20240729")
+    assert decide(SID)["fatal"] == [] and decide(SID)["gvisor_release"].startswith("20240729 or newer")
+    assert decide(PLAIN)["gvisor_release"] == "not gVisor"

@@ -10,7 +10,6 @@ probe on the machine running the tests.
 
 from __future__ import annotations
 
-import copy
 import errno
 import os
 import pathlib
@@ -24,7 +23,10 @@ from hypothesis import strategies as st
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
+from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_blockers as gb  # noqa: E402
 from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_facts as gf  # noqa: E402
+from host_samples import (  # noqa: E402
+    NOT_FOUND, OBSERVED_GVISOR_20221219, OBSERVED_GVISOR_20240729, OBSERVED_PLAIN, blocker, blocker_ids, facts_with)
 
 # ---------------------------------------------------------------------------
 # Real samples
@@ -156,174 +158,6 @@ PLAIN_IP_BATCH_RERUN_STDERR = (
     "Error: ipv4: Address already assigned.\nCommand failed -:4\n"
 )
 
-# Probe results as observed (facts dicts minus evidence and blockers): this
-# machine, a gVisor 20240729 docker node, and gVisor 20221219 (`runsc do`,
-# with bookworm's binaries).
-OBSERVED_PLAIN = {
-    "is_gvisor": False,
-    "kernel_release": "6.18.44-fc-v657",
-    "kernel_version_tuple": [6, 18, 44],
-    "init_system": {"name": "process_api", "systemd": False},
-    "cgroup": {
-        "version": 1,
-        "controllers": ["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"],
-    },
-    "cgroup_namespace": True,
-    "cap_last_cap": {"file_present": True, "file_value": 40, "probed": 40},
-    "procfs_root_inode": 1,
-    "procfs_is_procfs": True,
-    "dev_kmsg": True,
-    "netfilter_conntrack_sysctls": True,
-    "kubelet_tunables": {name: {"value": str(value), "error": None} for name, value in {
-        "vm/overcommit_memory": 0, "vm/panic_on_oom": 0, "kernel/panic": 1, "kernel/panic_on_oops": 0,
-        "kernel/keys/root_maxkeys": 1000000, "kernel/keys/root_maxbytes": 25000000}.items()},
-    "mount_peer_unmount": {"works": True, "error": None},
-    "cgroup_freezer": True,
-    "cpuacct_usage_percpu": True,
-    "default_route": True,
-    "child_subreaper": True,
-    "child_subreaper_error": None,
-    "keyring": {"session_keyring_join": True, "error": None, "kept_after_exit": False,
-                "kept_answer": "ENOKEY: Required key not available"},
-    "pid_namespace_join": {"works": True, "error": None},
-    "overlayfs": {"works": True, "error": None},
-    "tmpfs_size_options": {"works": True, "error": None},
-    "containerd": {"found": True, "path": "/usr/bin/containerd", "version": "1.6.20~ds1", "version_tuple": [1, 6, 20]},
-    "runc": {"found": True, "path": "/usr/bin/runc", "version": "1.1.5+ds1", "version_tuple": [1, 1, 5]},
-}
-OBSERVED_GVISOR_20240729 = {
-    "is_gvisor": True,
-    "kernel_release": "4.4.0",
-    "kernel_version_tuple": [4, 4, 0],
-    "init_system": {"name": "sleep", "systemd": False},
-    "cgroup": {"version": 1, "controllers": ["cpu", "cpuacct", "cpuset", "devices", "job", "memory", "pids"]},
-    "cgroup_namespace": False,
-    "cap_last_cap": {"file_present": True, "file_value": 40, "probed": 40},
-    "procfs_root_inode": 86,
-    "procfs_is_procfs": True,
-    "dev_kmsg": False,
-    "netfilter_conntrack_sysctls": False,
-    # Seen on a gVisor 20240729 sid node (scripts/demo's).
-    "kubelet_tunables": {
-        "vm/overcommit_memory": {"value": "0", "error": "write /proc/sys/vm/overcommit_memory: input/output error"},
-        "vm/panic_on_oom": {"value": None, "error": "open /proc/sys/vm/panic_on_oom: no such file or directory"},
-        "kernel/panic": {"value": None, "error": "open /proc/sys/kernel/panic: no such file or directory"},
-        "kernel/panic_on_oops": {"value": None, "error": "open /proc/sys/kernel/panic_on_oops: no such file or directory"},
-        "kernel/keys/root_maxkeys": {"value": None,
-                                     "error": "open /proc/sys/kernel/keys/root_maxkeys: no such file or directory"},
-        "kernel/keys/root_maxbytes": {"value": None,
-                                      "error": "open /proc/sys/kernel/keys/root_maxbytes: no such file or directory"},
-    },
-    "mount_peer_unmount": {"works": False,
-                           "error": "umount /var/tmp/gvisor-probe-peer-dujgfygn/propagated: EBUSY: Device or resource busy"},
-    "cgroup_freezer": False,
-    "cpuacct_usage_percpu": False,
-    "default_route": False,
-    "child_subreaper": True,
-    "child_subreaper_error": None,
-    # Seen: gVisor frees no session keyring; DESCRIBE of an exited child's says EACCES, not ENOKEY.
-    "keyring": {"session_keyring_join": True, "error": None, "kept_after_exit": True,
-                "kept_answer": "EACCES: Permission denied"},
-    "pid_namespace_join": {"works": False, "error": "setns(CLONE_NEWPID): EINVAL: Invalid argument"},
-    "overlayfs": {"works": False, "error": "mount -t overlay: EINVAL: Invalid argument"},
-    "tmpfs_size_options": {
-        "works": False,
-        "error": "mount -t tmpfs -o ro,nr_blocks=1,nr_inodes=1: EINVAL: Invalid argument",
-    },
-    # a sid node (docker --runtime=runsc --privileged, Python 3.14)
-    "containerd": {
-        "found": True,
-        "path": "/usr/bin/containerd",
-        "version": "2.1.9+unknown",
-        "version_tuple": [2, 1, 9],
-    },
-    "runc": {"found": True, "path": "/usr/bin/runc", "version": "1.3.6+ds1", "version_tuple": [1, 3, 6]},
-    "crun": {"found": True, "path": "/usr/bin/crun", "version": "1.28", "version_tuple": [1, 28, 0]},
-    "crun_from_apt": None,
-    "netlink": {
-        "available": True, "reason": None, "ip_path": "/usr/sbin/ip",
-        "veth": {"works": True, "error": None}, "bridge": {"works": True, "error": None},
-        "address": {"works": True, "error": None}, "route_add": {"works": True, "error": None},
-        "route_del": {"works": False,
-                      "error": "ip route del 10.255.1.0/24 dev kgp-br: RTNETLINK answers: Operation not supported"},
-    },
-    # The probe's runtime check on that node (2026-12-01).
-    "runtime_check": {
-        "crun": {
-            "cri": {"works": True, "error": None},
-            "cgroup_namespace": {"works": True, "error": None},
-            "pid_namespace_join": {"works": False, "error": "create: setns `/proc/4038/ns/pid`: Invalid argument"},
-            "signal_before_start": {"works": True, "error": None},
-            "masked_under_readonly": {"works": False, "error": "a masked directory inside a read-only path was writable"},
-        },
-        "runc": {
-            "cri": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
-            "cgroup_namespace": {"works": False, "error": "create: runc create failed: cgroup namespaces aren't enabled in the kernel"},
-            "pid_namespace_join": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
-            "signal_before_start": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
-            "masked_under_readonly": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
-        },
-    },
-}
-OBSERVED_GVISOR_20221219 = {
-    "is_gvisor": True,
-    "kernel_release": "4.4.0",
-    "kernel_version_tuple": [4, 4, 0],
-    "init_system": {"name": "sleep", "systemd": False},
-    "cgroup": {"version": None, "controllers": []},
-    "cgroup_namespace": False,
-    "cap_last_cap": {"file_present": False, "file_value": None, "probed": 37},
-    "procfs_root_inode": 75,
-    "procfs_is_procfs": True,
-    "dev_kmsg": False,
-    "netfilter_conntrack_sysctls": False,
-    "child_subreaper": False,
-    "child_subreaper_error": "EINVAL: Invalid argument",
-    "keyring": {"session_keyring_join": False, "error": "EACCES: Permission denied"},
-    "pid_namespace_join": {"works": False, "error": "setns(CLONE_NEWPID): ENOTSUP: Operation not supported"},
-    "overlayfs": {"works": True, "error": None},
-    "tmpfs_size_options": {
-        "works": False,
-        "error": "mount -t tmpfs -o ro,nr_blocks=1,nr_inodes=1: EINVAL: Invalid argument",
-    },
-    # a bookworm node
-    "containerd": {"found": True, "path": "/usr/bin/containerd", "version": "1.6.20~ds1", "version_tuple": [1, 6, 20]},
-    "runc": {"found": True, "path": "/usr/sbin/runc", "version": "1.1.5+ds1", "version_tuple": [1, 1, 5]},
-}
-NOT_FOUND = {"found": False, "path": None, "version": None, "version_tuple": None}
-
-# The blockers' words, exactly as the field notes give them.
-# Error lines as the engines printed them on real hosts (containerd's log, runc's
-# stderr, the CRI error the verify stage got), each with the blocker it shows.
-SEEN_ERRORS = {
-    "B1": 'time="2026-12-01T21:08:54Z" level=error msg="runc run failed: cgroup namespaces aren\'t enabled in the kernel"',
-    "B2": ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: "
-           "unable to start container process: error during container init: open /proc/sys/kernel/cap_last_cap: "
-           "no such file or directory: unknown"),
-    "B3": 'time="2026-12-01T21:08:53Z" level=error msg="runc run failed: unsafe procfs detected: incorrect procfs root inode number 86"',
-    "B4": "failed to start shim: start failed: io.containerd.runc.v2: invalid argument: exit status 1",
-    "B8": ("runc create failed: unable to start container process: error during container init: can't mask dir "
-           '"/sys/firmware": mount src=tmpfs, dst=/sys/firmware, flags=MS_RDONLY, data=nr_blocks=1,nr_inodes=1: invalid argument'),
-    "B9": ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create "
-           "failed: unable to start container process: can't get final child's PID from pipe: EOF: unknown"),
-    "B10": 'plugin type="bridge" failed (add): "cni0" already exists but is not a bridge',
-    "B11": "reopen exec fifo: reopen fd 7: interrupted system call",
-}
-
-
-def facts_with(base: dict, **changes) -> dict:
-    facts = copy.deepcopy(base)
-    facts.update(changes)
-    return facts
-
-
-def blocker_ids(facts: dict) -> list[str]:
-    return [blocker["id"] for blocker in gf.evaluate_blockers(facts)]
-
-
-def blocker(facts: dict, blocker_id: str) -> dict:
-    return next(b for b in gf.evaluate_blockers(facts) if b["id"] == blocker_id)
-
 
 # ---------------------------------------------------------------------------
 # gVisor detection
@@ -395,26 +229,6 @@ def test_kernel_release_tuple():
     assert gf.version_tuple("6.18.44-fc-v657") == [6, 18, 44]
     assert gf.version_tuple("4.4.0") == [4, 4, 0]
     assert gf.version_tuple("6.1") == [6, 1, 0]
-
-
-@pytest.mark.parametrize(
-    "version, affected",
-    [
-        ([1, 1, 5], False),
-        ([1, 1, 15], False),
-        ([1, 2, 7], False),
-        ([1, 2, 8], True),
-        ([1, 2, 9], True),
-        ([1, 3, 0], False),
-        ([1, 3, 2], False),
-        ([1, 3, 3], True),
-        ([1, 3, 6], True),
-        ([1, 4, 0], True),
-        ([2, 0, 0], True),
-    ],
-)
-def test_runc_procfs_hardening_range(version, affected):
-    assert gf.runc_has_procfs_hardening(version) is affected
 
 
 @given(st.text())
@@ -570,40 +384,6 @@ def test_ip_batch_results_cover_every_step_and_a_failure_names_its_command(stder
 # ---------------------------------------------------------------------------
 
 
-def test_catalogue_has_a_rule_for_every_blocker_and_only_b4_is_fatal():
-    assert [rule_id for rule_id, _ in gf.BLOCKER_RULES] == sorted(gf.BLOCKER_CATALOGUE, key=lambda b: int(b[1:]))
-    unfixable = sorted(bid for bid, info in gf.BLOCKER_CATALOGUE.items() if not info.fixable)
-    assert unfixable == ["B4", "B9"]
-    fatal = sorted(bid for bid, info in gf.BLOCKER_CATALOGUE.items() if info.fatal)
-    assert fatal == ["B4"]
-
-
-@pytest.mark.parametrize("blocker_id", sorted(SEEN_ERRORS))
-def test_each_seen_error_shows_its_blocker_and_no_other(blocker_id):
-    line = SEEN_ERRORS[blocker_id]
-    assert [bid for bid, info in gf.BLOCKER_CATALOGUE.items() if info.matches(line)] == [blocker_id]
-
-
-@pytest.mark.parametrize("inode", [2, 75, 1234567])
-def test_b3_is_recognised_whatever_the_inode_number(inode):
-    line = f"runc create failed: unsafe procfs detected: incorrect procfs root inode number {inode}"
-    assert gf.BLOCKER_CATALOGUE["B3"].matches(line)
-    assert not gf.BLOCKER_CATALOGUE["B3"].matches("unsafe procfs detected: procfs is not procfs")
-
-
-def test_b11_is_runc_inits_fifo_open_only():
-    for line in ("open exec fifo /proc/self/fd/5: interrupted system call",
-                 "reopen exec fifo: reopen fd 12: interrupted system call"):
-        assert gf.BLOCKER_CATALOGUE["B11"].matches(line)
-    assert not gf.BLOCKER_CATALOGUE["B11"].matches("read /dev/ptmx: interrupted system call")
-
-
-def test_plain_host_has_no_blockers_but_the_kubelets_cgroup_v1_refusal():
-    # This machine's kernel runs cgroup v1, which kubelet v1.35 refuses too: not gVisor's.
-    assert blocker_ids(OBSERVED_PLAIN) == ["B20"]
-    assert gf.evaluate_blockers(facts_with(OBSERVED_PLAIN, cgroup={"version": 2, "controllers": ["cpu"]})) == []
-
-
 def test_gvisor_20240729_sid_node():
     facts = OBSERVED_GVISOR_20240729
     assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
@@ -633,19 +413,6 @@ def test_gvisor_20221219_bookworm_node():
     assert blocker(facts, "B4")["evidence"] == "prctl(PR_SET_CHILD_SUBREAPER, 1) failed: EINVAL: Invalid argument"
     assert "20240729" in blocker(facts, "B4")["remedy"]
     assert "EACCES" in blocker(facts, "B6")["evidence"]
-
-
-def test_b15_a_kept_keyring_or_a_spent_quota():
-    kept = blocker(OBSERVED_GVISOR_20240729, "B15")
-    assert "still there after 3 s (keyctl DESCRIBE: EACCES: Permission denied)" in kept["evidence"]
-    spent = facts_with(OBSERVED_PLAIN, keyring={"session_keyring_join": False, "error": "EDQUOT: Disk quota exceeded",
-                                                "kept_after_exit": None, "kept_answer": None})
-    # The join fails (B6) because the quota is spent (B15).
-    assert blocker_ids(spent) == ["B6", "B15", "B20"]
-    assert "quota is spent already" in blocker(spent, "B15")["evidence"]
-    assert "B15" not in blocker_ids(OBSERVED_PLAIN)
-    # What crun said in the soak once the quota was spent.
-    assert gf.BLOCKER_CATALOGUE["B15"].matches(gf.BLOCKER_CATALOGUE["B15"].error_text)
 
 
 def test_b2_needs_runc_1_3_and_a_missing_file():
@@ -691,10 +458,6 @@ def test_untested_facts_raise_no_blockers():
     )
     # What remains comes from facts that were read: B11 from gVisor itself, B20 from the cgroup mounts.
     assert blocker_ids(skipped) == ["B1", "B3", "B5", "B11", "B12", "B13", "B20"]
-
-
-def test_blockers_from_partial_facts_do_not_raise():
-    assert gf.evaluate_blockers({}) == []
 
 
 # ---------------------------------------------------------------------------
@@ -886,7 +649,7 @@ def test_module_docs_match_the_facts():
         # runtime_check's keys are the runtimes found.
         if key != "runtime_check" and isinstance(facts[key], dict):
             assert set(spec["contains"]) == set(facts[key]), key
-    assert set(documented["blockers"]["contains"]) == set(gf.evaluate_blockers(OBSERVED_GVISOR_20240729)[0])
+    assert set(documented["blockers"]["contains"]) == set(gb.evaluate_blockers(OBSERVED_GVISOR_20240729)[0])
 
 
 def test_unknown_skip_name_is_rejected():
