@@ -229,8 +229,13 @@ def test_check_mode_with_the_engine_stopped_reports_the_start_and_changes_nothin
     assert serving(node)
 
 
-def test_check_mode_on_a_fresh_node_changes_nothing(node_factory):
-    node = node_factory("engine-check")
+@pytest.fixture(scope="module")
+def fresh_node(node_factory):
+    return node_factory("engine-check")
+
+
+def test_check_mode_on_a_fresh_node_changes_nothing(fresh_node):
+    node = fresh_node
     before = present(node)
     original = config_before(node)
     run = node.playbook("site.yml", *STAGES, "--check", "--diff")
@@ -239,6 +244,21 @@ def test_check_mode_on_a_fresh_node_changes_nothing(node_factory):
     assert present(node) == before
     assert config_before(node) == original
     assert not running_containerds(node)
+
+
+HAND_WRITTEN = 'version = 2\n# mine\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n'
+
+
+def test_a_hand_written_containerd_config_is_refused_and_kept(fresh_node):
+    """The role writes containerd's whole config: a file neither Debian's nor its own would lose its settings."""
+    node = fresh_node
+    assert node.exec("sh", "-c", f"printf '%s' '{HAND_WRITTEN}' > {CONTAINERD_CONFIG}").returncode == 0
+    run = node.playbook("site.yml", *STAGES, "--check")
+    assert run.returncode != 0
+    failures = failed_tasks(run)
+    assert len(failures) == 1 and failures[0].startswith("engine : Refuse a containerd config that is not the package's"), failures
+    assert CONTAINERD_CONFIG in failures[0] and "Nothing was changed" in failures[0], failures
+    assert config_before(node) == HAND_WRITTEN
 
 
 def assert_no_trace(node, original, before) -> None:

@@ -23,8 +23,7 @@ import time
 
 import pytest
 
-from site_runs import (DECIDE_TASK, PAUSE, PROBE, SOCKET, VENV_PYTHON, assert_verified, changed_tasks, failed_tasks,
-                       LEFTOVERS_SCRIPT, leftovers, module)
+from site_runs import DECIDE_TASK, PAUSE, PROBE, SOCKET, assert_verified, changed_tasks, failed_tasks, leftovers, module
 
 EXPECTED_RUNTIME = {"sid": "crun", "trixie": "runc-patched"}
 STEPS = ["run_pod_sandbox", "sandbox_ready", "create_container", "start_container", "container_exit", "read_log", "cleanup"]
@@ -134,11 +133,10 @@ def test_stock_runc_gives_b3_and_leaves_nothing_behind(verified):
     node, run, _, _ = verified
     if node.image != "sid":
         pytest.skip("trixie's stock runc 1.1.15 has no procfs check (B3) and runs pods as it is")
-    containerd_version = run.task(DECIDE_TASK)["ansible_facts"]["gvisor"]["containerd"]["version"]
-    added = module(node, "containerd_config", python="/usr/bin/python3", path="/etc/containerd/config.toml", containerd_version=containerd_version,
-                   runtime_name="runc-stock", binary_name="/usr/bin/runc", default_runtime=False)
-    assert added.get("changed"), added
-    restart_containerd(node)
+    stock = {"engine_containerd_extra_runtimes": [{"name": "runc-stock", "binary": "/usr/bin/runc"}]}
+    added = node.playbook("playbooks/engine.yml", "-e", json.dumps(stock))
+    assert added.returncode == 0, added.stderr + "\n".join(failed_tasks(added))
+    assert any(task.endswith(": Write containerd's config") for task in changed_tasks(added)), changed_tasks(added)
     before = leftovers(node)
     result = module(node, "cri_pod_sandbox", socket=SOCKET, probe_image=PROBE, runtime_handler="runc-stock")
     assert not result["ok"]
@@ -149,20 +147,6 @@ def test_stock_runc_gives_b3_and_leaves_nothing_behind(verified):
     assert failure["remedy"].startswith("use the patched runc")
     assert result["cleanup_errors"] == []
     assert leftovers(node) == before
-
-
-def restart_containerd(node) -> None:
-    """Kill containerd; its supervisor starts it again. Wait for CRI."""
-    state = json.loads(node.exec("/usr/local/bin/k3s-gvisor-supervise", "status", "containerd").stdout)
-    assert node.exec("kill", str(state["daemon_pid"])).returncode == 0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = json.loads(node.exec("/usr/local/bin/k3s-gvisor-supervise", "status", "containerd").stdout or "{}")
-        if status.get("daemon_pid") not in (None, state["daemon_pid"]) and node.exec(
-                VENV_PYTHON, "-c", LEFTOVERS_SCRIPT).returncode == 0:
-            return
-        time.sleep(1)
-    raise AssertionError("containerd did not come back within 60 s")
 
 
 # What the runtime stage would install: a converge stopped at the probe leaves none of it.

@@ -42,6 +42,14 @@ ENTRY_POINTS = entry_points()
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 
 
+def reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def refused_values(spec: dict):
     """Values the validator must refuse for an option of this spec, or None when none can be named."""
     kind = spec.get("type", "str")
@@ -50,10 +58,12 @@ def refused_values(spec: dict):
         return TEXT.filter(lambda value: value not in choices)
     if kind == "bool":
         return st.one_of(st.sampled_from(["maybe", "enabled-ish", "2", "-1"]),
-                         st.floats(allow_nan=False).filter(lambda f: f not in (0.0, 1.0)),
+                         st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f not in (0.0, 1.0)),
                          st.dictionaries(TEXT, st.integers(), min_size=1))
     if kind == "int":
-        return st.one_of(TEXT.filter(lambda value: not value.strip().lstrip("+-").isdigit()),
+        # Text that reads as a number is not generated: Ansible takes "+0.0" as 0, and fails "Infinity" without
+        # naming the variable ("cannot convert Infinity to integer", its own wording).
+        return st.one_of(TEXT.filter(lambda value: not reads_as_number(value)),
                          st.dictionaries(TEXT, st.integers(), min_size=1),
                          st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != int(f)))
     if kind == "list":
@@ -105,7 +115,7 @@ def validate(tmp_path, batch: list[dict]) -> list[tuple[bool, str]]:
     """Each case's (failed, message), from one ansible-playbook run."""
     playbook, cases_file, out = tmp_path / "validate.yml", tmp_path / "cases.json", tmp_path / "out.json"
     playbook.write_text(VALIDATE)
-    cases_file.write_text(json.dumps({"cases": batch, "out": str(out)}))
+    cases_file.write_text(json.dumps({"cases": batch, "out": str(out)}, allow_nan=False))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOCALHOST_WARNING="false")
     proc = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-c", "local",
                            "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{cases_file}", str(playbook)],
