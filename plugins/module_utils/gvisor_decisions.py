@@ -11,10 +11,10 @@ facts and policy in, record out (the unit tests feed it real samples).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import evaluate_blockers
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import version_tuple
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.host_text import version_tuple
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import MASK_WRITE_SEEN, passed
 
 RUNTIMES = ("crun", "runc", "runc-patched")
@@ -462,9 +462,5 @@ def with_checked_runtime(basis: dict, name: str, binary: dict, shapes: dict) -> 
     return updated
 
 
-def policy_fields(policy: Policy) -> dict:
-    return {name: getattr(policy, name) for name in Policy.__dataclass_fields__}
-
-
 def record_document(basis: dict, policy: Policy, decisions: dict) -> dict:
-    return {"format": RECORD_FORMAT, "policy": policy_fields(policy), "facts": basis, "decisions": decisions}
+    return {"format": RECORD_FORMAT, "policy": asdict(policy), "facts": basis, "decisions": decisions}

@@ -3,16 +3,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Facts about a host that is meant to become a k3s node inside gVisor.
 
-The module is split in two layers (the blocker catalogue and its rules are
-gvisor_blockers.py, pure too):
-
-* Pure logic (parsers, the netlink batch). It takes file contents, touches
-  nothing, and is what the unit tests feed with real samples.
-* Readers and testers that touch the system (``read_*``, ``probe_*``,
-  ``try_*`` and ``HostProbe``). Every test with a side effect runs in a forked
-  child that dies afterwards: scratch mounts live in a private mount
-  namespace, netlink changes in a scratch network namespace, and process
-  attributes (subreaper, session keyring) die with the child.
+The probe itself: readers and testers that touch the system (``read_*``,
+``probe_*``, ``try_*``) and ``HostProbe``, which collects them. Every test
+with a side effect runs in a forked child that dies afterwards
+(forked_child.py): scratch mounts live in a private mount namespace, netlink
+changes in a scratch network namespace, and process attributes (subreaper,
+session keyring) die with the child. What it reads is parsed by host_text.py
+(pure), what it calls is linux_calls.py, and the blocker catalogue and its
+rules are gvisor_blockers.py (pure too).
 
 Only the standard library is used: this runs on the target with whatever
 python3 the node has (3.11 to 3.14).
@@ -25,55 +23,29 @@ import errno
 import json
 import os
 import platform
-import re
-import select
 import shutil
-import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import KEYRING_FREE_SECONDS, evaluate_blockers
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import SHAPE_NAMES, RuntimeCheck
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.host_text import (
+    decide_is_gvisor, has_shared_mounts, netlink_batch_script, netlink_facts_from_batch, netlink_not_tested,
+    outcome, parse_apt_candidate, parse_apt_print_uris, parse_cap_last_cap, parse_containerd_version,
+    parse_crun_version, parse_mountinfo, parse_runc_version, summarize_cgroups, unified_cgroup_mount, version_tuple,
+)
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.linux_calls import (
+    CAPABILITY_PROBE_LIMIT, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, KERNEL_LOG_READ_BYTES, KEYCTL_DESCRIBE,
+    KEYCTL_JOIN_SESSION_KEYRING, MNT_DETACH, MS_PRIVATE, MS_RDONLY, MS_REC, PROC_SUPER_MAGIC, PR_CAPBSET_READ,
+    PR_SET_CHILD_SUBREAPER, SYSLOG_ACTION_READ_ALL, SYS_KEYCTL, SyscallError, check_call, errno_text,
+    exception_text, fs_path, libc, read_text,
+)
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.forked_child import (
+    CHILD_REPORT_GRACE, flush_std_streams, read_until_eof, reap_within, write_all, outcome_from_child, run_forked,
+)
 
-# --------------------------------------------------------------------------
-# Kernel interface constants (from the Linux UAPI headers)
-# --------------------------------------------------------------------------
-
-SYSLOG_ACTION_READ_ALL = 3
-PR_CAPBSET_READ = 23
-PR_SET_CHILD_SUBREAPER = 36
-KEYCTL_JOIN_SESSION_KEYRING = 1
-KEYCTL_DESCRIBE = 6
-PROC_SUPER_MAGIC = 0x9FA0
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-
-MS_RDONLY = 0x1
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
-MNT_DETACH = 0x2
-
-# keyctl(2) has no glibc wrapper (it lives in libkeyutils), so it is called
-# by number. The numbers differ per architecture.
-SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
-
-# Capabilities are numbered below 64 on every Linux so far; the probe stops
-# there so a kernel that never says EINVAL cannot make it loop forever.
-CAPABILITY_PROBE_LIMIT = 64
-
-# Enough for gVisor's whole fake log (about 500 bytes). On Linux, READ_ALL
-# with a small buffer returns the newest records, which is all we quote.
-KERNEL_LOG_READ_BYTES = 16384
-
-# gVisor's /proc/version is a fixed string (seen identical in 20221219 and
-# 20240729). The release part is matched loosely in case it changes.
-GVISOR_PROC_VERSION = re.compile(r"^Linux version \S+ #1 SMP Sun Jan 10 15:06:54 PST 2016\s*$")
-GVISOR_KERNEL_LOG_FIRST_LINE = "Starting gVisor..."
 
 BINARY_SEARCH_DIRS = ("/usr/local/bin", "/usr/bin", "/usr/sbin", "/usr/local/sbin")
 IP_FALLBACK_PATHS = ("/usr/sbin/ip", "/sbin/ip")
@@ -90,344 +62,6 @@ SKIPPABLE_TESTS = (
     "mount_peer_unmount",
 )
 SKIPPED = "skipped (skip option)"
-
-# Extra time a forked child gets beyond the per-test timeout to report back
-# after its own inner timeout (e.g. the ip subprocess) expired.
-CHILD_REPORT_GRACE = 1.0
-
-# --------------------------------------------------------------------------
-# Pure logic: parsing
-# --------------------------------------------------------------------------
-
-_LOG_PREFIX = re.compile(r"^(?:<\d+>)?(?:\[\s*[\d.]+\]\s?)?")
-_VERSION_NUMBERS = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-# cgroup v1 super options that are flags, not controller names.
-_CGROUP_V1_FLAGS = frozenset(
-    ("rw", "ro", "clone_children", "noprefix", "xattr", "cpuset_v2_mode", "favordynmods", "none", "all")
-)
-
-
-def kernel_log_first_line(log_text: str | None) -> str | None:
-    """First kernel log record without its <level> and [timestamp] prefix."""
-    if not log_text:
-        return None
-    first = log_text.splitlines()[0]
-    return _LOG_PREFIX.sub("", first, count=1).strip()
-
-
-def proc_version_is_gvisor(proc_version: str | None) -> bool:
-    return bool(proc_version) and bool(GVISOR_PROC_VERSION.match(proc_version.strip()))
-
-
-def decide_is_gvisor(kernel_log: str | None, kernel_log_error: str | None, proc_version: str | None):
-    """Return (is_gvisor, evidence).
-
-    Decision: only the kernel log counts. gVisor's syslog(2) always returns
-    its own fake log whose first record is "Starting gVisor..."; a real
-    kernel's log starts with its own messages. /proc/version is recorded as
-    supporting evidence but never decides alone: any kernel can be built to
-    print that string, and an unreadable kernel log leaves is_gvisor false.
-    """
-    evidence = []
-    first = kernel_log_first_line(kernel_log)
-    log_says_gvisor = first == GVISOR_KERNEL_LOG_FIRST_LINE
-    if kernel_log_error:
-        evidence.append(f"kernel log unreadable via syslog(2): {kernel_log_error}")
-    elif first is None:
-        evidence.append("kernel log (syslog(2) READ_ALL) is empty")
-    elif log_says_gvisor:
-        evidence.append(f"kernel log (syslog(2) READ_ALL) starts with {GVISOR_KERNEL_LOG_FIRST_LINE!r}")
-    else:
-        evidence.append(f"kernel log (syslog(2) READ_ALL) starts with {first!r}, not {GVISOR_KERNEL_LOG_FIRST_LINE!r}")
-    version_line = (proc_version or "").strip()
-    if proc_version_is_gvisor(proc_version):
-        evidence.append(f"/proc/version is gVisor's fixed string {version_line!r} (supporting evidence only)")
-    else:
-        evidence.append(f"/proc/version is {version_line!r}, not gVisor's fixed string")
-    return log_says_gvisor, evidence
-
-
-def version_tuple(text: str | None) -> list[int] | None:
-    """[major, minor, patch] from the first dotted number in text."""
-    match = _VERSION_NUMBERS.search(text or "")
-    if not match:
-        return None
-    return [int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)]
-
-
-def first_version(output: str | None, line_pattern: str) -> str | None:
-    """The version the first line matching line_pattern (a regex ending where the version starts) names."""
-    for line in (output or "").splitlines():
-        match = re.match(line_pattern + r"v?(\d+\.\d+\S*)", line.strip())
-        if match:
-            return match.group(1)
-    return None
-
-
-def parse_containerd_version(output: str | None) -> str | None:
-    """Version from `containerd --version`.
-
-    Seen forms: "containerd containerd.io 1.7.24 <commit>",
-    "containerd github.com/containerd/containerd/v2 2.1.9 <commit>",
-    "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3"
-    and k3s's "containerd github.com/k3s-io/containerd v1.7.23-k3s2 <commit>".
-    """
-    return first_version(output, r"^containerd\s+\S+\s+")
-
-
-def parse_runc_version(output: str | None) -> str | None:
-    """Version from the first line of `runc --version` ("runc version 1.3.6+ds1")."""
-    return first_version(output, r"^runc version\s+")
-
-
-def parse_crun_version(output: str | None) -> str | None:
-    """Version from the first line of `crun --version` ("crun version 1.28")."""
-    return first_version(output, r"^crun version\s+")
-
-
-def parse_apt_candidate(policy_output: str | None) -> str | None:
-    """The candidate version from `apt-cache policy PACKAGE`, None when apt offers none."""
-    match = re.search(r"^\s*Candidate:\s*(\S+)", policy_output or "", re.M)
-    if not match or match.group(1) == "(none)":
-        return None
-    return match.group(1)
-
-
-def parse_apt_print_uris(output: str | None) -> str | None:
-    """The first URI from `apt-get download --print-uris PACKAGE` ('URI' FILE SIZE HASH)."""
-    match = re.search(r"^'([^']+)'", output or "", re.M)
-    return match.group(1) if match else None
-
-
-def parse_cap_last_cap(text: str | None) -> int | None:
-    try:
-        return int((text or "").strip())
-    except ValueError:
-        return None
-
-
-def _unescape_mountinfo(field: str) -> str:
-    # The kernel escapes space, tab, newline and backslash as \ooo.
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
-def parse_mountinfo(text: str) -> list[dict]:
-    """Mounts from /proc/<pid>/mountinfo as dicts (see proc(5) for the fields)."""
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields[6:]:
-            continue
-        separator = fields.index("-", 6)
-        tail = fields[separator + 1 :]
-        mounts.append(
-            {
-                "mount_point": _unescape_mountinfo(fields[4]),
-                "mount_options": fields[5],
-                "optional_fields": fields[6:separator],
-                "fstype": tail[0] if tail else "",
-                "source": _unescape_mountinfo(tail[1]) if len(tail) > 1 else "",
-                "super_options": tail[2] if len(tail) > 2 else "",
-            }
-        )
-    return mounts
-
-
-def has_shared_mounts(mounts: list[dict]) -> bool:
-    """True when any mount is in a shared peer group (mounts there propagate)."""
-    return any(tag.startswith("shared:") for mount in mounts for tag in mount["optional_fields"])
-
-
-def cgroup_v1_controllers(super_options: str) -> list[str]:
-    """Controller names in a cgroup v1 mount's super options.
-
-    Named hierarchies (name=systemd) and options with values
-    (release_agent=...) are not controllers.
-    """
-    return [opt for opt in super_options.split(",") if opt and "=" not in opt and opt not in _CGROUP_V1_FLAGS]
-
-
-def unified_cgroup_mount(mounts: list[dict]) -> str | None:
-    """Mount point of the cgroup2 hierarchy, preferring /sys/fs/cgroup."""
-    points = [m["mount_point"] for m in mounts if m["fstype"] == "cgroup2"]
-    if "/sys/fs/cgroup" in points:
-        return "/sys/fs/cgroup"
-    return points[0] if points else None
-
-
-def summarize_cgroups(mounts: list[dict], unified_controllers_text: str | None = None) -> dict:
-    """{version, controllers} from parsed mountinfo.
-
-    A host with any cgroup v1 controller mount is reported as version 1, also
-    when a cgroup2 hierarchy is mounted beside it ("hybrid", e.g. at
-    /sys/fs/cgroup/unified): containerd and runc only use cgroup v2 when
-    /sys/fs/cgroup itself is cgroup2, and in hybrid mode the controllers
-    belong to the v1 hierarchies. Version 2 means cgroup2 is the only kind
-    mounted; its controllers come from its cgroup.controllers file (passed in
-    as text). No cgroup mount at all gives version None.
-    """
-    v1_controllers = set()
-    for mount in mounts:
-        if mount["fstype"] == "cgroup":
-            v1_controllers.update(cgroup_v1_controllers(mount["super_options"]))
-    if v1_controllers:
-        return {"version": 1, "controllers": sorted(v1_controllers)}
-    if unified_cgroup_mount(mounts):
-        return {"version": 2, "controllers": sorted((unified_controllers_text or "").split())}
-    return {"version": None, "controllers": []}
-
-
-# --------------------------------------------------------------------------
-# Pure logic: netlink batch
-# --------------------------------------------------------------------------
-
-# One scratch network namespace, one `ip -force -batch -` process. Each line
-# belongs to a step; a step passes when all its lines pass. The route uses a
-# subnet beside the bridge address, because adding the address already
-# creates the connected route for its own /24 on Linux ("File exists").
-NETLINK_BATCH = (
-    ("veth", "link add kgp-va type veth peer name kgp-vb"),
-    ("bridge", "link add kgp-br type bridge"),
-    ("bridge", "link set kgp-va master kgp-br"),
-    ("address", "address add 10.255.0.1/24 dev kgp-br"),
-    ("route_add", "link set kgp-br up"),
-    ("route_add", "link set kgp-va up"),
-    ("route_add", "link set kgp-vb up"),
-    ("route_add", "route add 10.255.1.0/24 dev kgp-br"),
-    ("route_del", "route del 10.255.1.0/24 dev kgp-br"),
-)
-NETLINK_STEPS = ("veth", "bridge", "address", "route_add", "route_del")
-
-_BATCH_FAILURE = re.compile(r"^Command failed \S*:(\d+)\s*$")
-
-
-def outcome(works: bool | None, error: str | None = None) -> dict:
-    """A tried feature: works is True, False, or None when it could not be tried."""
-    return {"works": works, "error": error}
-
-
-def netlink_batch_script() -> str:
-    return "".join(command + "\n" for _step, command in NETLINK_BATCH)
-
-
-def parse_ip_batch_failures(stderr: str) -> dict[int, str]:
-    """{line number: error text} from `ip -force -batch` stderr.
-
-    ip prints a command's error messages, then "Command failed -:N".
-    """
-    failures = {}
-    pending = []
-    for line in stderr.splitlines():
-        match = _BATCH_FAILURE.match(line.strip())
-        if match:
-            failures[int(match.group(1))] = " ".join(pending) or "failed without a message"
-            pending = []
-        elif line.strip():
-            pending.append(line.strip())
-    return failures
-
-
-def netlink_step_results(stderr: str) -> dict:
-    """{step: {works, error}} for NETLINK_BATCH from ip's stderr; error names the first failed command."""
-    failures = parse_ip_batch_failures(stderr)
-    results = {step: outcome(True) for step in NETLINK_STEPS}
-    for line_number, (step, command) in enumerate(NETLINK_BATCH, start=1):
-        if line_number in failures and results[step]["works"]:
-            results[step] = outcome(False, f"ip {command}: {failures[line_number]}")
-    return results
-
-
-def netlink_facts_from_batch(returncode: int, stderr: str, ip_path: str) -> dict:
-    """Netlink facts from one `ip -force -batch` run.
-
-    A failing run that names no failed command did not run the batch at all
-    (e.g. an ip without -batch or -force): the steps are then untested.
-    """
-    if returncode != 0 and not parse_ip_batch_failures(stderr):
-        message = " ".join(stderr.split())[:200]
-        return netlink_not_tested(f"ip -force -batch failed as a whole (exit {returncode}): {message}", ip_path)
-    facts = {"available": True, "reason": None, "ip_path": ip_path}
-    facts.update(netlink_step_results(stderr))
-    return facts
-
-
-def netlink_not_tested(reason: str, ip_path: str | None = None) -> dict:
-    facts = {"available": False, "reason": reason, "ip_path": ip_path}
-    facts.update({step: outcome(None, reason) for step in NETLINK_STEPS})
-    return facts
-
-
-# --------------------------------------------------------------------------
-# System access: libc and small helpers
-# --------------------------------------------------------------------------
-
-_LIBC = None
-
-
-def libc():
-    """The C library of this process, with errno capture and typed calls."""
-    global _LIBC
-    if _LIBC is None:
-        # dlopen(NULL) finds libc without ctypes.util.find_library, which
-        # would spawn ldconfig/gcc processes (slow inside gVisor).
-        lib = ctypes.CDLL(None, use_errno=True)
-        ulong, cstr = ctypes.c_ulong, ctypes.c_char_p
-        signatures = {
-            "prctl": ([ctypes.c_int, ulong, ulong, ulong, ulong], ctypes.c_int),
-            "klogctl": ([ctypes.c_int, ctypes.c_char_p, ctypes.c_int], ctypes.c_int),
-            "statfs": ([cstr, ctypes.c_void_p], ctypes.c_int),
-            "unshare": ([ctypes.c_int], ctypes.c_int),
-            "setns": ([ctypes.c_int, ctypes.c_int], ctypes.c_int),
-            "mount": ([cstr, cstr, cstr, ulong, cstr], ctypes.c_int),
-            "umount2": ([cstr, ctypes.c_int], ctypes.c_int),
-            "syscall": ([ctypes.c_long, ctypes.c_long, ctypes.c_long], ctypes.c_long),
-        }
-        for name, (argtypes, restype) in signatures.items():
-            function = getattr(lib, name)
-            function.argtypes = argtypes
-            function.restype = restype
-        _LIBC = lib
-    return _LIBC
-
-
-def errno_text(number: int) -> str:
-    return f"{errno.errorcode.get(number, f'errno {number}')}: {os.strerror(number)}"
-
-
-class SyscallError(OSError):
-    """A failed libc call; its message names the call and the errno."""
-
-
-def check_call(result: int, what: str) -> int:
-    """Raise SyscallError when a libc call returned -1."""
-    if result == -1:
-        number = ctypes.get_errno()
-        raise SyscallError(number, f"{what} failed: {errno_text(number)}")
-    return result
-
-
-def exception_text(exc: BaseException) -> str:
-    """Short text for an exception from a test, for the facts."""
-    if isinstance(exc, SyscallError):
-        return exc.strerror
-    if isinstance(exc, OSError) and exc.errno:
-        return errno_text(exc.errno) + (f" ({exc.filename})" if exc.filename else "")
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _fs(path: str | None) -> bytes | None:
-    return None if path is None else os.fsencode(path)
-
-
-def read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
 
 # --------------------------------------------------------------------------
 # System access: readers (no side effects)
@@ -469,7 +103,7 @@ def read_cap_last_cap() -> dict:
 def statfs_type(path: str) -> int | None:
     """f_type of statfs(2); the first member of struct statfs is a long on Linux."""
     buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64 and aarch64
-    if libc().statfs(_fs(path), buffer) != 0:
+    if libc().statfs(fs_path(path), buffer) != 0:
         return None
     return ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF
 
@@ -606,106 +240,6 @@ class VersionQuery:
 
 
 # --------------------------------------------------------------------------
-# System access: forked children
-# --------------------------------------------------------------------------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
-
-
-def _read_until_eof(fd: int, deadline: float) -> bytes | None:
-    """Everything written to fd until EOF, or None when the deadline passed."""
-    chunks = []
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            return None
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def _reap(pid: int, deadline: float) -> int:
-    """Wait for pid until the deadline, then kill its process group and it."""
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.002)
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return os.waitpid(pid, 0)[1]
-
-
-def _child_main(function, write_fd: int) -> None:
-    """Body of a forked child: run function, send its result as JSON, _exit.
-
-    os._exit skips the parent's atexit handlers and buffered output. The
-    child leads its own process group so a timeout kills its helpers too.
-    """
-    code = 0
-    try:
-        os.setpgid(0, 0)
-        result = function()
-    except BaseException as exc:  # a child must always report and exit
-        result = {"error": exception_text(exc)}
-        code = 1
-    try:
-        _write_all(write_fd, json.dumps(result).encode())
-    finally:
-        os._exit(code)
-
-
-def _flush_std_streams() -> None:
-    # Anything buffered before fork() would otherwise be written twice.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-
-
-def run_forked(function, timeout: float) -> dict:
-    """Run function() in a forked child and return the dict it returned.
-
-    The child is killed (with its process group) when it does not answer
-    within timeout seconds; the result is then {"error": "..."}.
-    """
-    read_fd, write_fd = os.pipe()
-    _flush_std_streams()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _child_main(function, write_fd)
-    os.close(write_fd)
-    deadline = time.monotonic() + timeout
-    try:
-        data = _read_until_eof(read_fd, deadline)
-    finally:
-        os.close(read_fd)
-        status = _reap(pid, deadline if data is not None else time.monotonic())
-    if data is None:
-        return {"error": f"no answer within {timeout:.1f} s (killed)"}
-    try:
-        return json.loads(data.decode())
-    except ValueError:
-        return {"error": f"child died (wait status {status}) without a result"}
-
-
-def outcome_from_child(result: dict) -> dict:
-    """A child's {works, error}; a child that crashed or timed out is untested (works None)."""
-    if "works" in result:
-        return outcome(result["works"], result.get("error"))
-    return outcome(None, result.get("error", "no result"))
-
-
-# --------------------------------------------------------------------------
 # Testers: each runs in a forked child
 # --------------------------------------------------------------------------
 
@@ -775,7 +309,7 @@ def enter_private_mount_namespace() -> None:
 def mount_overlay(layout: dict) -> dict:
     """Overlay on the scratch filesystem, then a write through it (B7)."""
     options = "lowerdir=%(lower)s,upperdir=%(upper)s,workdir=%(work)s" % layout
-    if libc().mount(b"overlay", _fs(layout["merged"]), b"overlay", 0, _fs(options)) != 0:
+    if libc().mount(b"overlay", fs_path(layout["merged"]), b"overlay", 0, fs_path(options)) != 0:
         return outcome(False, f"mount -t overlay: {errno_text(ctypes.get_errno())}")
     try:
         if not os.path.exists(os.path.join(layout["merged"], "from-lower")):
@@ -786,15 +320,15 @@ def mount_overlay(layout: dict) -> dict:
             return outcome(False, "overlay mounted but a write did not reach the upper layer")
         return outcome(True)
     finally:
-        libc().umount2(_fs(layout["merged"]), MNT_DETACH)
+        libc().umount2(fs_path(layout["merged"]), MNT_DETACH)
 
 
 def mount_masking_tmpfs(target: str) -> dict:
     """The read-only, size-limited tmpfs runc's maskDir() mounts over masked dirs (B8)."""
     data = b"nr_blocks=1,nr_inodes=1"
-    if libc().mount(b"tmpfs", _fs(target), b"tmpfs", MS_RDONLY, data) != 0:
+    if libc().mount(b"tmpfs", fs_path(target), b"tmpfs", MS_RDONLY, data) != 0:
         return outcome(False, f"mount -t tmpfs -o ro,nr_blocks=1,nr_inodes=1: {errno_text(ctypes.get_errno())}")
-    libc().umount2(_fs(target), MNT_DETACH)
+    libc().umount2(fs_path(target), MNT_DETACH)
     return outcome(True)
 
 
@@ -888,13 +422,13 @@ def _pid_namespace_holder(report_fd: int, hold_fd: int) -> None:
             while os.read(hold_fd, 1):  # PID 1 of the new namespace: wait for EOF
                 pass
             os._exit(0)
-        _write_all(report_fd, json.dumps({"init_pid": init_pid}).encode())
+        write_all(report_fd, json.dumps({"init_pid": init_pid}).encode())
         os.close(report_fd)
         os.waitpid(init_pid, 0)
     except BaseException as exc:  # always report and exit
         code = 1
         try:
-            _write_all(report_fd, json.dumps({"error": exception_text(exc)}).encode())
+            write_all(report_fd, json.dumps({"error": exception_text(exc)}).encode())
         except OSError:
             pass
     os._exit(code)
@@ -904,7 +438,7 @@ def start_pid_namespace_holder(timeout: float):
     """(holder pid, pid of its namespace's PID 1, fd that keeps PID 1 alive, error)."""
     report_r, report_w = os.pipe()
     hold_r, hold_w = os.pipe()
-    _flush_std_streams()
+    flush_std_streams()
     holder = os.fork()
     if holder == 0:
         os.close(report_r)
@@ -913,7 +447,7 @@ def start_pid_namespace_holder(timeout: float):
     os.close(report_w)
     os.close(hold_r)
     try:
-        data = _read_until_eof(report_r, time.monotonic() + timeout)
+        data = read_until_eof(report_r, time.monotonic() + timeout)
     finally:
         os.close(report_r)
     try:
@@ -926,11 +460,11 @@ def start_pid_namespace_holder(timeout: float):
 def stop_pid_namespace_holder(holder: int, hold_w: int, timeout: float) -> None:
     """EOF for PID 1, which exits; the holder reaps it and exits too.
 
-    Should the holder hang, _reap kills its process group, which PID 1 of
+    Should the holder hang, reap_within kills its process group, which PID 1 of
     the new namespace belongs to as well.
     """
     os.close(hold_w)
-    _reap(holder, time.monotonic() + timeout)
+    reap_within(holder, time.monotonic() + timeout)
 
 
 def join_pid_namespace_and_fork(init_pid: int, hold_w: int) -> dict:
@@ -1034,8 +568,7 @@ class HostProbe:
             return {name: {shape: outcome(None, SKIPPED) for shape in SHAPE_NAMES} for name in runtimes}
         mounts = parse_mountinfo(read_text("/proc/self/mountinfo") or "")
         cgroup_points = [m["mount_point"] for m in mounts if m["fstype"] in ("cgroup", "cgroup2")]
-        check = RuntimeCheck(self.scratch_dir, facts["containerd"].get("version_tuple"), cgroup_points,
-                             run_forked, self.timeout)
+        check = RuntimeCheck(self.scratch_dir, facts["containerd"].get("version_tuple"), cgroup_points, self.timeout)
         return check.check(runtimes)
 
     def identity(self) -> dict:

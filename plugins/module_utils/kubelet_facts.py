@@ -16,10 +16,10 @@ import os
 import shutil
 import tempfile
 
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import (
-    CLONE_NEWNS, MNT_DETACH, _fs, check_call, enter_private_mount_namespace, errno_text, libc, outcome, outcome_from_child,
-    read_text, run_forked,
-)
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.forked_child import outcome_from_child, run_forked
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import enter_private_mount_namespace
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.host_text import outcome
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.linux_calls import CLONE_NEWNS, MNT_DETACH, check_call, errno_text, fs_path, libc, read_text
 
 # What the kubelet's setupKernelTunables wants under /proc/sys (pkg/kubelet/cm,
 # v1.35): it reads each one and writes it where the value differs; any error
@@ -106,8 +106,8 @@ def unmount_with_peer(root: str) -> dict:
     and the kubelet's case when they live in two namespaces (a mount under a
     shared parent reaches the other one)."""
     enter_private_mount_namespace()
-    check_call(libc().mount(b"tmpfs", _fs(root), b"tmpfs", 0, None), "mount tmpfs")
-    check_call(libc().mount(None, _fs(root), None, MS_SHARED, None), "mount --make-shared")
+    check_call(libc().mount(b"tmpfs", fs_path(root), b"tmpfs", 0, None), "mount tmpfs")
+    check_call(libc().mount(None, fs_path(root), None, MS_SHARED, None), "mount --make-shared")
     ready_r, ready_w = os.pipe()
     release_r, release_w = os.pipe()
     holder = os.fork()
@@ -122,8 +122,8 @@ def unmount_with_peer(root: str) -> dict:
         if os.read(ready_r, 1) != b"1":
             return outcome(None, "the peer namespace did not start")
         os.mkdir(target)
-        check_call(libc().mount(b"tmpfs", _fs(target), b"tmpfs", 0, None), "mount tmpfs under the shared one")
-        if libc().umount2(_fs(target), 0) != 0:
+        check_call(libc().mount(b"tmpfs", fs_path(target), b"tmpfs", 0, None), "mount tmpfs under the shared one")
+        if libc().umount2(fs_path(target), 0) != 0:
             number = ctypes.get_errno()
             return outcome(False, f"umount {target}: {errno_text(number)}") if number == errno.EBUSY \
                 else outcome(None, f"umount: {errno_text(number)}")
@@ -131,8 +131,8 @@ def unmount_with_peer(root: str) -> dict:
     finally:
         os.close(release_w)
         os.waitpid(holder, 0)
-        libc().umount2(_fs(target), MNT_DETACH)
-        libc().umount2(_fs(root), MNT_DETACH)
+        libc().umount2(fs_path(target), MNT_DETACH)
+        libc().umount2(fs_path(root), MNT_DETACH)
 
 
 def try_unmount_with_peer(scratch_dir: str, timeout: float) -> dict:

@@ -25,6 +25,9 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.forked_child import run_forked
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.linux_calls import CLONE_NEWNET, CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, libc
+
 # What each shape asks of a runtime, and why the decision needs it.
 SHAPES = {
     # A container as CRI makes it for kubelet's default pod: its own PID
@@ -50,9 +53,6 @@ MASK_WRITE_SEEN = "a masked directory inside a read-only path was writable"
 SHAPE_NAMES = tuple(SHAPES)
 SIGNALS_BEFORE_START = 10
 
-PR_SET_CHILD_SUBREAPER = 36
-CLONE_NEWNET = 0x40000000
-CLONE_NEWPID = 0x20000000
 
 # containerd's CRI masked and read-only paths (internal/cri/opts/spec_linux_opts.go).
 CRI_MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -171,13 +171,6 @@ def passed(shapes: dict, names=SHAPE_NAMES) -> bool:
 # --------------------------------------------------------------------------
 
 
-def _libc():
-    lib = ctypes.CDLL(None, use_errno=True)
-    lib.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    lib.unshare.argtypes = [ctypes.c_int]
-    return lib
-
-
 def read_host_trees() -> dict[str, str | None]:
     entries = {}
     for name in HOST_TREES:
@@ -224,7 +217,7 @@ class Namespace:
             # Only its own pipes: a holder that kept another holder's write
             # end open would keep that one alive after its close().
             close_other_fds(keep=(self._hold_r, report_w))
-            if _libc().unshare(flag) != 0:
+            if libc().unshare(flag) != 0:
                 os.write(report_w, os.strerror(ctypes.get_errno()).encode())
                 os._exit(1)
             member = os.getpid()
@@ -306,7 +299,7 @@ class ShapeRun:
         os.makedirs(self.bundle)
         with open(os.path.join(self.bundle, "config.json"), "w", encoding="utf-8") as handle:
             json.dump(self.spec, handle)
-        _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         pid_file = os.path.join(self.bundle, "pid")
         self.output = open(os.path.join(self.bundle, "output"), "w+b")
         try:
@@ -397,11 +390,10 @@ class RuntimeCheck:
     """Every shape for each given runtime; the scratch directory is removed afterwards."""
 
     def __init__(self, scratch_dir: str, containerd_version_tuple, cgroup_mount_points: list[str],
-                 run_forked, timeout: float):
+                 timeout: float):
         self.scratch_dir = scratch_dir
         self.version = oci_version(containerd_version_tuple)
         self.cgroup_mount_points = cgroup_mount_points
-        self.run_forked = run_forked
         self.timeout = timeout
 
     def check(self, runtimes: dict[str, str]) -> dict:
@@ -442,7 +434,7 @@ class RuntimeCheck:
         spec = cri_spec(shape, os.path.join(work, "rootfs"), binds, netns, cgroups_path, self.version, pidns)
         run = ShapeRun(path, shape, runtime_work, copy.deepcopy(spec), self.timeout)
         try:
-            result = self.run_forked(run.run, self.timeout * 4)
+            result = run_forked(run.run, self.timeout * 4)
         finally:
             remove_cgroup(cgroups_path, self.cgroup_mount_points)
         if "works" not in result:

@@ -227,19 +227,15 @@ def read_record(path: str):
         return text, None  # not ours to read: decided afresh and replaced
 
 
-def write_record(path: str, text: str) -> None:
-    """Write atomically: a run killed midway leaves the old record or the new."""
+def write_record(module: AnsibleModule, path: str, text: str) -> None:
+    """Written beside the record and moved over it: a run killed midway leaves the old record or the new."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".record-")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    module.atomic_move(temporary, path)
+    module.set_mode_if_different(path, "0644", False)
 
 
 def policy_from(params: dict) -> Policy:
@@ -293,7 +289,7 @@ def main():
     keep = not decisions["errors"] and not decisions["fatal"]
     changed = keep and after != before
     if changed and not module.check_mode:
-        write_record(params["path"], after)
+        write_record(module, params["path"], after)
     result = {
         "changed": changed,
         "decided_from": decided_from,

@@ -72,8 +72,9 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_decisions import REQUIRED_SHAPES
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import (
-    VersionQuery, parse_crun_version, parse_mountinfo, parse_runc_version, read_text, run_forked, version_tuple)
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import VersionQuery
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.host_text import parse_crun_version, parse_mountinfo, parse_runc_version, version_tuple
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.linux_calls import read_text
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import RuntimeCheck, passed
 
 
@@ -101,7 +102,7 @@ def main():
     started = time.monotonic()
     try:
         check = RuntimeCheck(params["scratch_dir"], version_tuple(params["containerd_version"]), cgroup_points,
-                             run_forked, params["timeout"])
+                             params["timeout"])
         shapes = check.check({"runtime": params["runtime"]})["runtime"]
     except Exception as exc:  # a bug here must still say where it happened
         module.fail_json(msg="runtime check failed: %s" % exc, exception=traceback.format_exc())

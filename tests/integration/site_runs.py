@@ -118,7 +118,8 @@ def module(node, name: str, python: str = VENV_PYTHON, **args) -> dict:
 
 SHIPPED = "/tmp/k3s-gvisor-burst"
 # The verify role's CRI code and what it imports, as Ansible names them.
-MODULE_UTILS = ("gvisor_blockers", "runtime_check", "oci_image", "verify_images", "cri_pod_sandbox")
+MODULE_UTILS = ("gvisor_blockers", "host_text", "linux_calls", "forked_child", "runtime_check", "oci_image",
+                "verify_images", "cri_pod_sandbox")
 
 
 def ship_burst(node, scripts=("cri_burst.py",)) -> None:

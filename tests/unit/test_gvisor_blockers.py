@@ -5,9 +5,12 @@ the rules that raise each blocker from probe facts as real hosts gave them."""
 from __future__ import annotations
 
 import pytest
-from host_samples import OBSERVED_GVISOR_20240729, OBSERVED_PLAIN, blocker, blocker_ids, facts_with
+from host_samples import (NOT_FOUND, OBSERVED_GVISOR_20221219, OBSERVED_GVISOR_20240729, OBSERVED_PLAIN, blocker,
+                          blocker_ids, facts_with)
 
 from ansible_collections.k3s_gvisor.node.plugins.module_utils import gvisor_blockers as gb
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_facts import SKIPPED
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.host_text import netlink_not_tested
 
 
 # The blockers' words, exactly as the field notes give them.
@@ -98,3 +101,84 @@ def test_b15_a_kept_keyring_or_a_spent_quota():
 
 def test_blockers_from_partial_facts_do_not_raise():
     assert gb.evaluate_blockers({}) == []
+
+
+# ---------------------------------------------------------------------------
+# Blockers
+# ---------------------------------------------------------------------------
+
+
+def test_gvisor_20240729_sid_node():
+    facts = OBSERVED_GVISOR_20240729
+    assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
+                                  "B16", "B17", "B18", "B19", "B20", "B21"]
+    assert "with crun" in blocker(facts, "B14")["evidence"]
+    assert blocker(facts, "B3")["evidence"] == "procfs root inode is 86, runc 1.3.6+ds1 verifies st_ino == 1"
+    assert "containerd is 2.1.9+unknown" in blocker(facts, "B5")["evidence"]
+    assert "4.4.0" in blocker(facts, "B5")["evidence"]
+    assert blocker(facts, "B9")["fixable"] is False
+    assert set(blocker(facts, "B1")) == {"id", "title", "evidence", "remedy", "fixable", "fatal", "error_text"}
+
+
+def test_gvisor_20240729_with_stock_bookworm_runc():
+    """runc 1.1.5 has neither the procfs check nor the sized masking tmpfs."""
+    facts = facts_with(
+        OBSERVED_GVISOR_20240729,
+        runc=OBSERVED_GVISOR_20221219["runc"],
+        containerd=OBSERVED_GVISOR_20221219["containerd"],
+    )
+    assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
+                                  "B16", "B17", "B18", "B19", "B20", "B21"]
+
+
+def test_gvisor_20221219_bookworm_node():
+    facts = OBSERVED_GVISOR_20221219
+    assert blocker_ids(facts) == ["B1", "B4", "B6", "B9", "B11", "B12", "B13"]
+    assert blocker(facts, "B4")["evidence"] == "prctl(PR_SET_CHILD_SUBREAPER, 1) failed: EINVAL: Invalid argument"
+    assert "20240729" in blocker(facts, "B4")["remedy"]
+    assert "EACCES" in blocker(facts, "B6")["evidence"]
+
+
+def test_b2_needs_runc_1_3_and_a_missing_file():
+    facts = facts_with(OBSERVED_GVISOR_20221219, runc=OBSERVED_GVISOR_20240729["runc"])
+    assert "B2" in blocker_ids(facts)
+    assert "last capability 37" in blocker(facts, "B2")["evidence"]
+    assert "runc 1.3.6+ds1" in blocker(facts, "B2")["evidence"]
+    older = facts_with(facts, runc={**facts["runc"], "version": "1.2.9", "version_tuple": [1, 2, 9]})
+    assert "B2" not in blocker_ids(older)
+
+
+def test_missing_runc_and_containerd_assume_the_bundled_ones():
+    facts = facts_with(OBSERVED_GVISOR_20221219, runc=NOT_FOUND, containerd=NOT_FOUND)
+    assert blocker_ids(facts) == ["B1", "B2", "B3", "B4", "B5", "B6", "B8", "B9", "B11", "B12", "B13"]
+    for blocker_id in ("B2", "B3", "B8"):
+        assert "k3s bundles a recent runc" in blocker(facts, blocker_id)["evidence"]
+    assert "procfs root inode is 75" in blocker(facts, "B3")["evidence"]
+    assert "k3s bundles containerd 2.x" in blocker(facts, "B5")["evidence"]
+
+
+def test_b5_needs_an_old_kernel_release():
+    facts = facts_with(OBSERVED_PLAIN, containerd=OBSERVED_GVISOR_20240729["containerd"])
+    assert "B5" not in blocker_ids(facts)
+    old_kernel = facts_with(facts, kernel_release="4.10.17", kernel_version_tuple=[4, 10, 17])
+    assert "B5" in blocker_ids(old_kernel)
+
+
+def test_untested_facts_raise_no_blockers():
+    skipped = facts_with(
+        OBSERVED_GVISOR_20240729,
+        child_subreaper=None,
+        keyring={"session_keyring_join": None, "error": "skipped"},
+        overlayfs={"works": None, "error": SKIPPED},
+        tmpfs_size_options={"works": None, "error": SKIPPED},
+        pid_namespace_join={"works": None, "error": "no answer within 5.0 s (killed)"},
+        netlink=netlink_not_tested(SKIPPED),
+        runtime_check={},
+        kubelet_tunables={},
+        mount_peer_unmount={"works": None, "error": SKIPPED},
+        cgroup_freezer=None,
+        cpuacct_usage_percpu=None,
+        default_route=None,
+    )
+    # What remains comes from facts that were read: B11 from gVisor itself, B20 from the cgroup mounts.
+    assert blocker_ids(skipped) == ["B1", "B3", "B5", "B11", "B12", "B13", "B20"]
