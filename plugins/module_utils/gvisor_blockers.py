@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: k3s-gvisor contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The known blockers (B1 to B21, docs/PROBE.md): the catalogue, with each
+"""The known blockers (B1 to B22, docs/PROBE.md): the catalogue, with each
 one's title, remedy and error text, and the rules that raise them from a
 host's probe facts. Pure: fact dicts in, blockers out; the probe
 (gvisor_facts.py), the decisions and the verify stage's diagnosis read it.
@@ -16,6 +16,9 @@ import re
 from dataclasses import dataclass
 
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import MASK_WRITE_SEEN
+
+# What crun says where it cannot bring up its own network namespace's loopback inside gVisor (field notes 8).
+NEW_NETNS_LOOPBACK_ERROR = "ioctl SIOCSIFFLAGS: Inappropriate ioctl for device"
 
 # Linux frees an exited process's session keyring at once (the key GC runs within
 # milliseconds); gVisor 20240729 frees none. Waited for before calling it kept.
@@ -254,6 +257,19 @@ BLOCKER_CATALOGUE = {
         ),
         fixable=True,
     ),
+    "B22": BlockerInfo(
+        title="the runtime cannot bring up the loopback of a network namespace it makes itself",
+        error_text=NEW_NETNS_LOOPBACK_ERROR,
+        # crun 1.21 (trixie) writes it ioctl(SIOCSIFFLAGS).
+        error_pattern=r"ioctl[ (]SIOCSIFFLAGS\)?: Inappropriate ioctl for device",
+        remedy=(
+            "refuse specs that ask for a new network namespace (runc-gvisor refuse_new_network_namespace), naming "
+            "this blocker: pods are not affected (they join the namespace CNI made); a bare bundle (`runc spec`, "
+            "`ctr run`) must join an existing network namespace or the host's. crun brings loopback up with "
+            "ioctl(SIOCSIFFLAGS), which gVisor's netstack does not serve"
+        ),
+        fixable=True,
+    ),
 }
 
 
@@ -403,6 +419,21 @@ def _b14_masked_under_readonly(facts):
             f"with {', '.join(writable)}")
 
 
+def _b22_new_network_namespace(facts):
+    failing = [f"{name}: {shapes['new_network_namespace']['error']}"
+               for name, shapes in (facts.get("runtime_check") or {}).items()
+               if shows_b22(shapes)]
+    if not failing:
+        return None
+    return "the runtime check's container with a network namespace of its own failed, with " + "; ".join(failing)
+
+
+def shows_b22(shapes: dict) -> bool:
+    """A runtime that runs the CRI container but not the same with a new network namespace of its own."""
+    return ((shapes.get("cri") or {}).get("works") is True
+            and (shapes.get("new_network_namespace") or {}).get("works") is False)
+
+
 def _b16_kubelet_tunables(facts):
     failing = [f"{name}: {found['error']}" for name, found in (facts.get("kubelet_tunables") or {}).items()
                if found.get("error")]
@@ -459,6 +490,7 @@ BLOCKER_RULES = (
     ("B19", _b19_default_route),
     ("B20", _b20_cgroup_v1),
     ("B21", _b21_root_container_stats),
+    ("B22", _b22_new_network_namespace),
 )
 
 

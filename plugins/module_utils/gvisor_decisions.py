@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import evaluate_blockers
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import evaluate_blockers, shows_b22
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.host_text import version_tuple
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import MASK_WRITE_SEEN, passed
 
@@ -188,6 +188,10 @@ def wrapper_adaptations(facts: dict, runtime: dict, policy: Policy) -> list[dict
     if "B14" in blockers and shows_b14(facts, runtime["value"]):
         adaptations.append(entry("refuse_masked_under_readonly", ["B14"],
                                  "this runtime leaves a masked directory inside a read-only path writable here"))
+    # B22 likewise: a runtime that cannot make a network namespace of its own here.
+    if "B22" in blockers and shows_b22(check):
+        adaptations.append(entry("refuse_new_network_namespace", ["B22"],
+                                 "this runtime cannot bring up the loopback of a network namespace it makes here"))
     if "B9" in blockers and (check.get("pid_namespace_join") or {}).get("works") is not True:
         if policy.pid_namespace_per_container:
             adaptations.append(entry("pid_namespace_per_container", ["B9"],
@@ -363,9 +367,11 @@ def decide(facts: dict, policy: Policy) -> dict:
     """The decision record of one host."""
     errors: list[str] = []
     runtime = choose_runtime(facts, policy, errors)
-    # B14 belongs to the runtime that showed it: choosing another answers it.
+    # B14 and B22 belong to the runtime that showed them: choosing another answers them.
     if "B14" in _ids(facts) and not shows_b14(facts, runtime["value"]):
         runtime["answers"] = sorted(set(runtime["answers"]) | {"B14"}, key=_blocker_number)
+    if "B22" in _ids(facts) and not shows_b22(_check(facts, runtime["value"])):
+        runtime["answers"] = sorted(set(runtime["answers"]) | {"B22"}, key=_blocker_number)
     adaptations = wrapper_adaptations(facts, runtime, policy)
     engine = engine_settings(facts)
     kubernetes = kubernetes_settings(facts, policy.engine)

@@ -48,6 +48,11 @@ SHAPES = {
     # empty directory, and gVisor's recursive bind drops the read-only flag
     # of submounts: there the mask is writable, and shared by containers (B14).
     "masked_under_readonly": "the CRI container with a masked directory inside a read-only path, which it tries to write",
+    # A bare bundle as `runc spec` and `ctr run` make it: its own new network
+    # namespace, whose loopback the runtime brings up itself. crun does that
+    # with ioctl(SIOCSIFFLAGS), which gVisor's netstack does not serve (B22);
+    # pods never ask it (they join the namespace CNI made).
+    "new_network_namespace": "the CRI container with a new network namespace of its own, whose loopback the runtime brings up",
 }
 MASK_WRITE_SEEN = "a masked directory inside a read-only path was writable"
 SHAPE_NAMES = tuple(SHAPES)
@@ -97,7 +102,8 @@ def host_tree_layout(entries: dict[str, str | None]) -> tuple[dict[str, str], li
 def cri_spec(shape: str, rootfs: str, binds: list[str], netns: str, cgroups_path: str,
              version: str, pid_namespace: str | None = None) -> dict:
     """config.json of one shape (see SHAPES)."""
-    namespaces = [{"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network", "path": netns}]
+    network = {"type": "network"} if shape == "new_network_namespace" else {"type": "network", "path": netns}
+    namespaces = [{"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, network]
     masked = list(CRI_MASKED_PATHS)
     if shape == "pid_namespace_join":
         namespaces.append({"type": "pid", "path": pid_namespace})

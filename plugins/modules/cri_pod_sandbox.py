@@ -16,7 +16,7 @@ description:
     C(CONTAINER), kubelet's default; see blocker B9), wait for it to exit, read its CRI log file and check the
     marker of this run, then stop and remove the container and the sandbox.
   - Everything the run made carries a label with the run's id and is removed at the end, when a step failed too.
-  - A failed step is matched against the probe's blocker catalogue (B1-B21, module C(gvisor_probe)); the result
+  - A failed step is matched against the probe's blocker catalogue (B1-B22, module C(gvisor_probe)); the result
     then names the blocker, the engine's words as evidence, and the remedy. An unknown error is returned verbatim
     with its step.
   - The module does not fail when the pod does not run; it returns O(ignore:ok=false) and the diagnosis, so the

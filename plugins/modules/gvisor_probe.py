@@ -15,7 +15,7 @@ description:
     features that containerd, runc and CNI plugins rely on (child subreaper, session keyring, overlayfs, the
     size-limited tmpfs runc masks directories with, joining a PID namespace, netlink link, address and route
     changes).
-  - Evaluates the known blockers (B1 to B21, docs/PROBE.md) of the project's field notes from those facts and returns them with
+  - Evaluates the known blockers (B1 to B22, docs/PROBE.md) of the project's field notes from those facts and returns them with
     evidence and a remedy.
   - Facts only - what the host gets is decided from them by M(k3s_gvisor.node.gvisor_decide).
   - Every test with a side effect runs in a forked child that dies afterwards. Scratch mounts are made in a
@@ -508,7 +508,7 @@ ansible_facts:
           type: dict
           sample: {"crun": {"cri": {"works": true, "error": null}}}
         blockers:
-          description: Known blockers (B1 to B21, docs/PROBE.md) that apply to this host.
+          description: Known blockers (B1 to B22, docs/PROBE.md) that apply to this host.
           returned: always
           type: list
           elements: dict

@@ -59,7 +59,7 @@ def test_gvisor_20240729_sid_facts(gvisor_sid):
 
 
 SID_BLOCKERS = {"B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
-                "B16", "B17", "B18", "B19", "B20", "B21"}
+                "B16", "B17", "B18", "B19", "B20", "B21", "B22"}
 
 
 def test_gvisor_20240729_sid_blockers(gvisor_sid):
@@ -71,7 +71,8 @@ def test_gvisor_20240729_sid_blockers(gvisor_sid):
     # netlink, B11 from gVisor, B12 and B13 (files gVisor lacks), B14 from
     # crun's masks, B15 from a keyring kept after its process (the soak ran
     # out of them), B16-B21 from a real kubelet v1.35.4 (field notes 9; B17's
-    # EBUSY tried here in a private namespace). cap_last_cap exists on 20240729 (no B2),
+    # EBUSY tried here in a private namespace), B22 from crun's own network namespace (field notes 8;
+    # a bare bundle's). cap_last_cap exists on 20240729 (no B2),
     # PR_SET_CHILD_SUBREAPER works (no B4) and so does joining a session keyring (no B6).
     assert blocker_ids(facts) == SID_BLOCKERS
     assert facts["keyring"]["kept_after_exit"] is True, facts["keyring"]
@@ -88,10 +89,12 @@ def test_gvisor_20240729_sid_runtime_check_and_record(gvisor_sid):
     assert {shape for shape, result in crun.items() if result["works"]} == {"cri", "cgroup_namespace", "signal_before_start"}
     assert "Invalid argument" in crun["pid_namespace_join"]["error"]
     assert crun["masked_under_readonly"]["error"] == "a masked directory inside a read-only path was writable"
+    assert crun["new_network_namespace"]["error"] == "create: ioctl SIOCSIFFLAGS: Inappropriate ioctl for device"
     assert "incorrect procfs root inode number" in runc["cri"]["error"]
     record = facts["decisions"]
     assert record["runtime"]["value"] == "crun" and record["runtime"]["path"] == "/usr/bin/crun"
-    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly", "refuse_pid_namespace_join"]
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly",
+                                                                  "refuse_new_network_namespace", "refuse_pid_namespace_join"]
     assert record["cni_plugin"]["value"] == "gvisor-bridge"
     assert record["errors"] == [] and record["unanswered"] == []
     assert set(record["answered_by"]) >= SID_BLOCKERS
@@ -128,6 +131,8 @@ def test_gvisor_20240729_trixie_gets_the_patched_runc(node_factory):
                                   "B16", "B17", "B18", "B19", "B20", "B21"}
     assert "cannot resolve `null` under rootfs" in facts["runtime_check"]["crun"]["cri"]["error"]
     assert facts["runtime_check"]["runc"]["cri"]["works"] is True
+    # runc brings up a namespace's loopback over netlink, which gVisor serves: no B22 here.
+    assert facts["runtime_check"]["runc"]["new_network_namespace"]["works"] is True
     assert "interrupted system call" in facts["runtime_check"]["runc"]["signal_before_start"]["error"]
     runtime = facts["decisions"]["runtime"]
     assert runtime["value"] == "runc-patched"

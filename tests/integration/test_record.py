@@ -105,6 +105,7 @@ def test_the_first_run_installs_crun_from_apt_and_decides_again_with_its_check(t
     assert record["facts"]["runtime_check"]["crun"]["cri"]["works"] is True
     assert decisions["runtime"]["value"] == "crun" and decisions["runtime"]["path"] == "/usr/bin/crun"
     assert profile == {"runc": "/usr/bin/crun", "adaptations": ["refuse_masked_under_readonly",
+                                                                "refuse_new_network_namespace",
                                                                 "refuse_pid_namespace_join"]}
     installed = json.loads(node.exec("cat", "/etc/runc-gvisor/installed.json").stdout)
     assert installed["packages"] == ["crun"]

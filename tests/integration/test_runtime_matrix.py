@@ -6,7 +6,8 @@ after site.yml's probe and runtime stages installed the wrapper and what the
 decision record chose:
 
   - crun (Debian sid's 1.28, /usr/bin/crun) on a default sid node, with the
-    adaptations refuse_masked_under_readonly (B14) and refuse_pid_namespace_join (B9);
+    adaptations refuse_masked_under_readonly (B14), refuse_new_network_namespace
+    (B22) and refuse_pid_namespace_join (B9);
   - the patched runc 1.3.6 (0002 0003 0005) on a sid node converged with
     runc_gvisor_runtime=runc-patched, with drop_cgroup_namespace (B1) and
     refuse_pid_namespace_join;
@@ -14,12 +15,12 @@ decision record chose:
 
 Each bundle has the shapes CRI makes: the pod's network namespace is joined
 by path (made with `ip netns add`, as CNI's netns is), never made by the
-runtime (crun cannot bring up loopback in a network namespace it makes, and
-CRI never asks for one). Around the matrix: what each blocker looks like
-without its answer (stock runc's B3, B1 without the wrapper, B8 without
-patch 0003, B11 without patch 0005, B14 with crun alone), the wrapper's
-refusals (B9, B14), and a plain kernel, where nothing is relaxed and B2
-shows only with stock runc 1.3.6.
+runtime (CRI never asks for one). Around the matrix: what each blocker looks
+like without its answer (stock runc's B3, B1 without the wrapper, B8 without
+patch 0003, B11 without patch 0005, B14 and B22 with crun alone), the
+wrapper's refusals (B9, B14, B22), the patched runc running what crun
+cannot, and a plain kernel, where nothing is relaxed and B2 shows only with
+stock runc 1.3.6.
 """
 
 from __future__ import annotations
@@ -142,6 +143,14 @@ def pid_join_spec() -> dict:
     return spec
 
 
+def own_network_namespace_spec() -> dict:
+    """B22's shape: a network namespace of the container's own, as `runc spec` and `ctr run` make it."""
+    spec = base_spec("own-netns")
+    spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")]
+    spec["process"]["args"] = ["/bin/sh", "-c", "echo MARK-own-netns"]
+    return spec
+
+
 def masked_kernel(spec: dict) -> dict:
     """/proc/sys/kernel masked, which hides cap_last_cap from runc init: B2 where the host has the file."""
     spec = json.loads(json.dumps(spec))
@@ -241,7 +250,8 @@ def profile(node) -> dict:
 
 # name: (image, extra arguments, runtime path, adaptations the record must give)
 RUNTIMES = {
-    "crun-sid": ("sid", (), CRUN, ["refuse_masked_under_readonly", "refuse_pid_namespace_join"]),
+    "crun-sid": ("sid", (), CRUN, ["refuse_masked_under_readonly", "refuse_new_network_namespace",
+                                   "refuse_pid_namespace_join"]),
     "patched-sid": ("sid", ("-e", "runc_gvisor_runtime=runc-patched"), PATCHED_RUNC,
                     ["drop_cgroup_namespace", "refuse_pid_namespace_join"]),
     "patched-trixie": ("trixie", (), PATCHED_RUNC, ["drop_cgroup_namespace", "refuse_pid_namespace_join"]),
@@ -259,7 +269,7 @@ def tiered(names) -> list:
 RUNTIME_NAMES = tiered(RUNTIMES)
 PATCHED_NAMES = tiered(["patched-sid", "patched-trixie"])
 SPECS = {**{case: spec_for(case) for case in CASES}, "b14": masked_under_readonly_spec(),
-         "pid-join": pid_join_spec()}
+         "pid-join": pid_join_spec(), "own-netns": own_network_namespace_spec()}
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +353,29 @@ def test_the_patched_runc_keeps_a_mask_under_a_readonly_path_unwritable(nodes, n
     result = run_bundle(nodes(name), WRAPPER, "b14", "b14-runc")
     assert result.returncode == 0, result.stderr
     assert "MARK-b14" in result.stdout and MASK_WRITTEN not in result.stdout, result.stdout
+
+
+def test_wrapper_refuses_a_network_namespace_of_its_own_naming_b22(nodes):
+    """With crun the profile refuses it, saying how to join one instead."""
+    result = run_bundle(nodes("crun-sid"), WRAPPER, "own-netns", "own-netns-wrapped")
+    assert result.returncode != 0
+    assert "blocker B22" in result.stderr and "--net-host" in result.stderr, result.stderr
+    assert "MARK-own-netns" not in result.stdout
+
+
+def test_crun_alone_cannot_bring_up_its_own_network_namespace(nodes):
+    """Why B22 is refused: crun without the wrapper fails with the raw ioctl error."""
+    result = run_bundle(nodes("crun-sid"), CRUN, "own-netns", "own-netns-crun")
+    assert result.returncode != 0
+    assert "ioctl SIOCSIFFLAGS: Inappropriate ioctl for device" in error_text(result), result.stderr
+
+
+@pytest.mark.parametrize("name", PATCHED_NAMES)
+def test_the_patched_runc_runs_a_network_namespace_of_its_own(nodes, name):
+    """Another runtime answers B22: runc brings the loopback up over netlink, which gVisor serves."""
+    result = run_bundle(nodes(name), WRAPPER, "own-netns", "own-netns-runc")
+    assert result.returncode == 0, result.stderr
+    assert "MARK-own-netns" in result.stdout, result.stdout
 
 
 def test_crun_alone_runs_a_cgroup_namespace(nodes):

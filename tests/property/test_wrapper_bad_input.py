@@ -40,9 +40,11 @@ TESTDATA = WRAPPER_SRC / "internal" / "wrapper" / "testdata"
 CRI_SPEC = json.loads((TESTDATA / "cri-config.json").read_text())
 RUNC_SPEC = json.loads((TESTDATA / "runc-spec.json").read_text())
 MAX_SPEC_SIZE = 16 << 20  # the wrapper's limit (configfile.go)
-ADAPTATIONS = ["drop_cgroup_namespace", "refuse_pid_namespace_join", "pid_namespace_per_container", "refuse_masked_under_readonly"]
+ADAPTATIONS = ["drop_cgroup_namespace", "refuse_pid_namespace_join", "pid_namespace_per_container", "refuse_masked_under_readonly",
+               "refuse_new_network_namespace"]
 # The profiles the role writes, and any other combination.
-PROFILES = st.one_of(st.sampled_from([["drop_cgroup_namespace", "refuse_pid_namespace_join", "refuse_masked_under_readonly"],
+PROFILES = st.one_of(st.sampled_from([["refuse_masked_under_readonly", "refuse_new_network_namespace", "refuse_pid_namespace_join"],
+                                      ["drop_cgroup_namespace", "refuse_pid_namespace_join", "refuse_masked_under_readonly"],
                                       ["drop_cgroup_namespace", "refuse_pid_namespace_join"],
                                       ["drop_cgroup_namespace", "pid_namespace_per_container"],
                                       ["drop_cgroup_namespace"], []]),
@@ -268,6 +270,9 @@ def expected_adaptation(doc, adaptations: list[str]) -> tuple[str, object]:
                 changed = True
             elif "refuse_pid_namespace_join" in adaptations:
                 return "refuse", doc
+        if entry.get("type") == "network" and not entry.get("path") and "refuse_new_network_namespace" in adaptations:
+            event("B22 own network namespace")
+            return "refuse", doc
         kept.append(entry)
     if not changed:
         return "keep", doc

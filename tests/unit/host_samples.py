@@ -107,6 +107,8 @@ OBSERVED_GVISOR_20240729 = {
             "pid_namespace_join": {"works": False, "error": "create: setns `/proc/4038/ns/pid`: Invalid argument"},
             "signal_before_start": {"works": True, "error": None},
             "masked_under_readonly": {"works": False, "error": "a masked directory inside a read-only path was writable"},
+            # Seen 2026-12-07 on the same image.
+            "new_network_namespace": {"works": False, "error": "create: ioctl SIOCSIFFLAGS: Inappropriate ioctl for device"},
         },
         "runc": {
             "cri": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
@@ -114,6 +116,7 @@ OBSERVED_GVISOR_20240729 = {
             "pid_namespace_join": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
             "signal_before_start": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
             "masked_under_readonly": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
+            "new_network_namespace": {"works": False, "error": "create: runc create failed: unsafe procfs detected: incorrect procfs root inode number 86"},
         },
     },
 }

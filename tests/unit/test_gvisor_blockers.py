@@ -111,8 +111,10 @@ def test_blockers_from_partial_facts_do_not_raise():
 def test_gvisor_20240729_sid_node():
     facts = OBSERVED_GVISOR_20240729
     assert blocker_ids(facts) == ["B1", "B3", "B5", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
-                                  "B16", "B17", "B18", "B19", "B20", "B21"]
+                                  "B16", "B17", "B18", "B19", "B20", "B21", "B22"]
     assert "with crun" in blocker(facts, "B14")["evidence"]
+    # crun's own: runc fails every shape there (B3), so it shows no B22.
+    assert blocker(facts, "B22")["evidence"].endswith("with crun: create: ioctl SIOCSIFFLAGS: Inappropriate ioctl for device")
     assert blocker(facts, "B3")["evidence"] == "procfs root inode is 86, runc 1.3.6+ds1 verifies st_ino == 1"
     assert "containerd is 2.1.9+unknown" in blocker(facts, "B5")["evidence"]
     assert "4.4.0" in blocker(facts, "B5")["evidence"]
@@ -128,7 +130,7 @@ def test_gvisor_20240729_with_stock_bookworm_runc():
         containerd=OBSERVED_GVISOR_20221219["containerd"],
     )
     assert blocker_ids(facts) == ["B1", "B7", "B9", "B10", "B11", "B12", "B13", "B14", "B15",
-                                  "B16", "B17", "B18", "B19", "B20", "B21"]
+                                  "B16", "B17", "B18", "B19", "B20", "B21", "B22"]
 
 
 def test_gvisor_20221219_bookworm_node():
@@ -182,3 +184,21 @@ def test_untested_facts_raise_no_blockers():
     )
     # What remains comes from facts that were read: B11 from gVisor itself, B20 from the cgroup mounts.
     assert blocker_ids(skipped) == ["B1", "B3", "B5", "B11", "B12", "B13", "B20"]
+
+
+def test_b22_needs_a_runtime_that_runs_cri_but_not_its_own_network_namespace():
+    """trixie's crun 1.21 fails every shape (its new namespace with the same ioctl error): that is not B22."""
+    broken = {"works": False, "error": "create: ioctl(SIOCSIFFLAGS): Inappropriate ioctl for device"}
+    runs_nothing = {"cri": {"works": False, "error": "create: cannot resolve `null` under rootfs"},
+                    "new_network_namespace": broken}
+    assert "B22" not in blocker_ids(facts_with(OBSERVED_GVISOR_20240729, runtime_check={"crun": runs_nothing}))
+    runs_cri = {"cri": {"works": True, "error": None}, "new_network_namespace": broken}
+    assert "B22" in blocker_ids(facts_with(OBSERVED_GVISOR_20240729, runtime_check={"crun": runs_cri}))
+    both = dict(runs_cri, new_network_namespace={"works": True, "error": None})
+    assert "B22" not in blocker_ids(facts_with(OBSERVED_GVISOR_20240729, runtime_check={"runc": both}))
+
+
+@pytest.mark.parametrize("said", ["create: ioctl SIOCSIFFLAGS: Inappropriate ioctl for device",  # crun 1.28
+                                  "create: ioctl(SIOCSIFFLAGS): Inappropriate ioctl for device"])  # crun 1.21
+def test_b22_s_text_as_each_crun_writes_it(said):
+    assert gb.BLOCKER_CATALOGUE["B22"].matches(said)

@@ -54,8 +54,10 @@ def test_sid_gets_crun_which_answers_runcs_blockers_and_b1_itself():
     assert record["runtime"]["install_package"] is None and record["runtime"]["patches"] == []
     assert record["runtime"]["answers"] == ["B1", "B3", "B8", "B11"]
     # crun ran the cgroup-namespace shape: the wrapper drops nothing; it refuses
-    # what crun leaves writable here (B14) and what no runtime can join (B9).
-    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly", "refuse_pid_namespace_join"]
+    # what crun leaves writable here (B14), the network namespaces it cannot
+    # make here (B22) and what no runtime can join (B9).
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly",
+                                                                  "refuse_new_network_namespace", "refuse_pid_namespace_join"]
     assert record["cni_plugin"]["value"] == "gvisor-bridge" and record["cni_plugin"]["answers"] == ["B10"]
     assert record["engine"]["snapshotter"] == {"value": "native", "answers": ["B7"], "why": "overlay mounts fail"}
     assert record["engine"]["unprivileged_ports_icmp"]["value"] is False
@@ -158,7 +160,8 @@ def test_refusing_the_b3_relaxation_where_only_the_patched_runc_works_is_an_erro
 
 def test_b9_opt_in_gives_a_pid_namespace_per_container():
     record = decide(SID, pid_namespace_per_container=True)
-    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly", "pid_namespace_per_container"]
+    assert [a["value"] for a in record["wrapper_adaptations"]] == ["refuse_masked_under_readonly",
+                                                                  "refuse_new_network_namespace", "pid_namespace_per_container"]
     assert "own PID namespace instead of the pod's (opt-in)" in [r["value"] for r in record["relaxations"]]
 
 
@@ -217,11 +220,13 @@ def test_the_containerd_engine_runs_no_kubelet_and_needs_no_kubelet_remedy():
     assert not any("kubelet" in r["value"] or "kmsg" in r["value"] for r in record["relaxations"])
 
 
-def test_b14_is_crun_s_own_and_another_runtime_answers_it():
+@pytest.mark.parametrize("blocker, refusal", [("B14", "refuse_masked_under_readonly"),
+                                              ("B22", "refuse_new_network_namespace")])
+def test_crun_s_own_blockers_are_answered_by_another_runtime(blocker, refusal):
     record = decide(SID, runtime="runc-patched")
-    assert "B14" in record["runtime"]["answers"]
-    assert "refuse_masked_under_readonly" not in [a["value"] for a in record["wrapper_adaptations"]]
-    assert "B14" not in record["unanswered"]
+    assert blocker in record["runtime"]["answers"]
+    assert refusal not in [a["value"] for a in record["wrapper_adaptations"]]
+    assert blocker not in record["unanswered"]
 
 
 def crun_from_apt(facts: dict) -> dict:
@@ -242,7 +247,7 @@ def test_crun_from_apt_decided_again_with_its_check_is_decided_as_where_crun_was
         assert again[key] == installed_before[key], key
     assert again["runtime"]["value"] == "crun" and again["runtime"]["install_package"] is None
     assert [a["value"] for a in again["wrapper_adaptations"]] == ["refuse_masked_under_readonly",
-                                                                  "refuse_pid_namespace_join"]
+                                                                  "refuse_new_network_namespace", "refuse_pid_namespace_join"]
     assert {b["id"] for b in basis["blockers"]} == {b["id"] for b in SID["blockers"]}
 
 

@@ -65,6 +65,21 @@ func (e B14Error) Error() string {
 		"Remove one of the two from the spec: containerd's default spec never nests them"
 }
 
+// B22Error is returned when a spec asks for a new network namespace (a
+// "network" entry without a path) on a host whose runtime cannot bring up
+// that namespace's loopback: crun does it with ioctl(SIOCSIFFLAGS), which
+// gVisor's netstack does not serve, and fails the container with "ioctl
+// SIOCSIFFLAGS: Inappropriate ioctl for device". Pods join the namespace
+// CNI made and are never refused; bare bundles (runc spec, ctr run) are.
+type B22Error struct{}
+
+func (e B22Error) Error() string {
+	return "blocker B22: on this host (gVisor) the runtime cannot bring up the loopback of a network namespace it " +
+		"makes itself (ioctl SIOCSIFFLAGS is not served); the container asks for a new network namespace " +
+		"(a linux.namespaces entry of type \"network\" without a path). Join an existing one by its path, " +
+		"as pods do (ctr run --with-ns network:/var/run/netns/NAME), or the host's (ctr run --net-host)"
+}
+
 // SpecError is a config.json that is not a spec runc could load.
 type SpecError struct{ Reason string }
 
@@ -74,7 +89,7 @@ func (e SpecError) Error() string { return e.Reason }
 // or the input itself when nothing changes (then Changes.Changed is false).
 // Only linux.namespaces is ever rewritten; everything else is kept byte for
 // byte. Applying Adapt to its own output changes nothing. A spec the host
-// cannot run safely (B9, B14, when the profile says to refuse) is an error.
+// cannot run (B9, B14, B22, when the profile says to refuse) is an error.
 //
 // Keys are matched as runc matches them: runc decodes config.json into Go
 // structs with encoding/json, which accepts "Linux" for "linux", unescapes
@@ -205,6 +220,8 @@ func adaptNamespaces(doc []byte, list span, want Adaptations, changes *Changes) 
 			continue
 		case ns.typ == "pid" && ns.path != "" && want.RefusePidNamespaceJoin:
 			return nil, B9Error{ns.path}
+		case ns.typ == "network" && ns.path == "" && want.RefuseNewNetworkNamespace:
+			return nil, B22Error{}
 		}
 		kept = append(kept, entry.in(doc))
 	}

@@ -135,6 +135,41 @@ func TestAdaptNamespaces(t *testing.T) {
 	}
 }
 
+func TestRefuseNewNetworkNamespace(t *testing.T) {
+	refuse := Adaptations{DropCgroupNamespace: true, RefuseNewNetworkNamespace: true}
+	t.Run("a new network namespace is refused, naming B22", func(t *testing.T) {
+		for _, spec := range []string{
+			`{"linux":{"namespaces":[{"type":"pid"},{"type":"network"}]}}`,
+			`{"linux":{"namespaces":[{"type":"network","path":""}]}}`,
+			// runc's decoder: keys in any case, the later duplicate wins.
+			`{"linux":{"namespaces":[{"TYPE":"network","path":"/var/run/netns/x","Path":""}]}}`,
+		} {
+			_, _, err := Adapt([]byte(spec), refuse)
+			var b22 B22Error
+			if !errors.As(err, &b22) {
+				t.Fatalf("%s: err = %v, want B22Error", spec, err)
+			}
+			for _, words := range []string{"blocker B22", "SIOCSIFFLAGS", "--with-ns network:", "--net-host"} {
+				if !strings.Contains(err.Error(), words) {
+					t.Errorf("message %q lacks %q", err, words)
+				}
+			}
+		}
+	})
+	t.Run("joining one, as pods do, is not", func(t *testing.T) {
+		const pod = `{"linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/var/run/netns/cni-1"}]}}`
+		if out, _ := mustAdapt(t, pod, refuse); out != pod {
+			t.Errorf("got %s", out)
+		}
+	})
+	t.Run("left alone where the runtime can", func(t *testing.T) {
+		const own = `{"linux":{"namespaces":[{"type":"network"}]}}`
+		if out, _ := mustAdapt(t, own, noneWanted); out != own {
+			t.Errorf("got %s", out)
+		}
+	})
+}
+
 func TestAdaptPidNamespace(t *testing.T) {
 	const join = `{"linux":{"namespaces":[{"type":"pid","path":"/proc/42/ns/pid"},{"type":"ipc","path":"/proc/42/ns/ipc"},{"type":"cgroup"}]}}`
 	t.Run("own namespace when pid_namespace_per_container", func(t *testing.T) {

@@ -28,6 +28,7 @@ func adaptationsFromBits(bits uint8) Adaptations {
 		PidNamespacePerContainer:  bits&2 != 0,
 		RefusePidNamespaceJoin:    bits&4 != 0,
 		RefuseMaskedUnderReadonly: bits&8 != 0,
+		RefuseNewNetworkNamespace: bits&16 != 0,
 	}
 }
 
@@ -50,7 +51,11 @@ func FuzzAdapt(f *testing.F) {
 		`{"linux":{"maskedPaths":["/proc/sys/kernel"],"readonlyPaths":["/proc/sys"],"maskedPaths":[]}}`,
 		`{"linux":{"maskedPaths":["/sys/firmware"],"readonlyPaths":[""]},"Linux":null}`,
 		`{"linux":{"maskedPaths":["/a/b\u0000"],"readonlyPaths":["/a/../a"],"readonlyPaths":5}}`,
+		`{"linux":{"namespaces":[{"type":"network"},{"type":"cgroup"}]}}`,
+		`{"linux":{"namespaces":[{"type":"network","path":"/var/run/netns/cni-1"}]}}`,
+		`{"linux":{"namespaces":[{"Type":"network","path":"/x","PATH":""}]}}`,
 	} {
+		f.Add([]byte(seed), uint8(31))
 		f.Add([]byte(seed), uint8(15))
 		f.Add([]byte(seed), uint8(7))
 		f.Add([]byte(seed), uint8(1))
@@ -92,6 +97,7 @@ func FuzzAdapt(f *testing.F) {
 func checkRefusal(t *testing.T, doc []byte, want Adaptations, err error) {
 	var b9 B9Error
 	var b14 B14Error
+	var b22 B22Error
 	var spec SpecError
 	switch {
 	case errors.As(err, &b9):
@@ -103,6 +109,10 @@ func checkRefusal(t *testing.T, doc []byte, want Adaptations, err error) {
 			t.Fatalf("B14 refusal with %+v", want)
 		}
 		checkMaskUnderReadonly(t, doc, b14)
+	case errors.As(err, &b22):
+		if !want.RefuseNewNetworkNamespace || !runcMakesNetworkNamespace(t, doc) {
+			t.Fatalf("B22 refusal with %+v of %s", want, doc)
+		}
 	case errors.As(err, &spec):
 		// What runc's decoder would reject must not be taken as a spec.
 	default:
@@ -127,6 +137,26 @@ func checkRuncSeesNoBlocker(t *testing.T, out []byte, want Adaptations) {
 			t.Fatalf("a PID namespace join remains: %s", out)
 		}
 	}
+	if want.RefuseNewNetworkNamespace && runcMakesNetworkNamespace(t, out) {
+		t.Fatalf("let through a spec whose network namespace runc would make: %s", out)
+	}
+}
+
+// runcMakesNetworkNamespace: the spec, as runc decodes it, asks for a new network namespace.
+func runcMakesNetworkNamespace(t *testing.T, doc []byte) bool {
+	var view runcView
+	if err := json.Unmarshal(doc, &view); err != nil {
+		t.Fatalf("spec runc cannot decode: %v\n%s", err, doc)
+	}
+	if view.Linux == nil {
+		return false
+	}
+	for _, ns := range view.Linux.Namespaces {
+		if ns.Type == "network" && ns.Path == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // checkRuncSawABlocker: a change is only made when runc would have hit one.

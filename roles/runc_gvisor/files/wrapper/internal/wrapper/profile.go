@@ -69,6 +69,7 @@ const (
 	PidNamespacePerContainer  = "pid_namespace_per_container"
 	RefusePidNamespaceJoin    = "refuse_pid_namespace_join"
 	RefuseMaskedUnderReadonly = "refuse_masked_under_readonly"
+	RefuseNewNetworkNamespace = "refuse_new_network_namespace"
 )
 
 // Adaptations is the set of spec changes a host needs.
@@ -77,6 +78,7 @@ type Adaptations struct {
 	PidNamespacePerContainer  bool // B9, opt-in
 	RefusePidNamespaceJoin    bool // B9, the default where the host has it
 	RefuseMaskedUnderReadonly bool // B14, where the chosen runtime showed it
+	RefuseNewNetworkNamespace bool // B22, where the chosen runtime showed it
 }
 
 // KnownAdaptations lists every name the wrapper understands.
@@ -94,6 +96,7 @@ var adaptationSetters = map[string]func(*Adaptations){
 	PidNamespacePerContainer:  func(a *Adaptations) { a.PidNamespacePerContainer = true },
 	RefusePidNamespaceJoin:    func(a *Adaptations) { a.RefusePidNamespaceJoin = true },
 	RefuseMaskedUnderReadonly: func(a *Adaptations) { a.RefuseMaskedUnderReadonly = true },
+	RefuseNewNetworkNamespace: func(a *Adaptations) { a.RefuseNewNetworkNamespace = true },
 }
 
 // ParseAdaptations turns the profile's names into a set. An unknown name is

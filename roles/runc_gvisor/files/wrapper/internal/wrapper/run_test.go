@@ -197,6 +197,7 @@ func TestCreateErrorsAreReportedLikeRuncs(t *testing.T) {
 	const broken = `{"linux":{"namespaces":[{"type":"cgroup"}]`
 	const join = `{"linux":{"namespaces":[{"type":"pid","path":"/proc/9/ns/pid"}]}}`
 	const nestedMask = `{"linux":{"namespaces":[{"type":"cgroup"}],"maskedPaths":["/proc/kcore","/proc/sys/kernel"],"readonlyPaths":["/proc/bus","/proc/sys"]}}`
+	const ownNetwork = `{"linux":{"namespaces":[{"type":"pid"},{"type":"network"}]}}`
 	tests := []struct {
 		name        string
 		adaptations []string
@@ -207,7 +208,8 @@ func TestCreateErrorsAreReportedLikeRuncs(t *testing.T) {
 		{"missing bundle", []string{DropCgroupNamespace}, "", "runc-gvisor: {bundle}/config.json: bundle directory {bundle}: stat: no such file or directory"},
 		{"B9", []string{DropCgroupNamespace, RefusePidNamespaceJoin}, join, "runc-gvisor: {bundle}/config.json: " + B9Error{"/proc/9/ns/pid"}.Error()},
 		{"B14", []string{DropCgroupNamespace, RefuseMaskedUnderReadonly}, nestedMask, "runc-gvisor: {bundle}/config.json: " + B14Error{"/proc/sys/kernel", "/proc/sys"}.Error()},
-		{"unknown adaptation", []string{"drop_everything"}, specWithCgroup, `runc-gvisor: host profile: unknown adaptation "drop_everything" (this runc-gvisor knows [drop_cgroup_namespace pid_namespace_per_container refuse_masked_under_readonly refuse_pid_namespace_join])`},
+		{"B22", []string{DropCgroupNamespace, RefuseNewNetworkNamespace}, ownNetwork, "runc-gvisor: {bundle}/config.json: " + B22Error{}.Error()},
+		{"unknown adaptation", []string{"drop_everything"}, specWithCgroup, `runc-gvisor: host profile: unknown adaptation "drop_everything" (this runc-gvisor knows [drop_cgroup_namespace pid_namespace_per_container refuse_masked_under_readonly refuse_new_network_namespace refuse_pid_namespace_join])`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
