@@ -410,9 +410,13 @@ _b12_dev_kmsg = _when_false("dev_kmsg", "/dev/kmsg does not open for reading")
 _b13_conntrack_sysctls = _when_false("netfilter_conntrack_sysctls", "/proc/sys/net/netfilter is absent")
 
 
+def shows_b14(shapes: dict) -> bool:
+    """A runtime whose check container wrote into a mask inside a read-only path."""
+    return (shapes.get("masked_under_readonly") or {}).get("error") == MASK_WRITE_SEEN
+
+
 def _b14_masked_under_readonly(facts):
-    writable = [name for name, shapes in (facts.get("runtime_check") or {}).items()
-                if (shapes.get("masked_under_readonly") or {}).get("error") == MASK_WRITE_SEEN]
+    writable = [name for name, shapes in (facts.get("runtime_check") or {}).items() if shows_b14(shapes)]
     if not writable:
         return None
     return (f"the runtime check's container wrote into /proc/sys/fs, masked inside the read-only /proc/sys, "

@@ -13,14 +13,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import evaluate_blockers, shows_b22
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.gvisor_blockers import evaluate_blockers, shows_b14, shows_b22
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.host_text import version_tuple
-from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import MASK_WRITE_SEEN, passed
+from ansible_collections.k3s_gvisor.node.plugins.module_utils.runtime_check import passed
 
 RUNTIMES = ("crun", "runc", "runc-patched")
 # What a runtime must run on a host for the record to choose it; the cgroup
 # namespace and PID namespace shapes only decide the wrapper's adaptations.
 REQUIRED_SHAPES = ("cri", "signal_before_start")
+# Blockers that belong to the runtime whose check showed them (crun's here):
+# where the chosen runtime shows one, runc-gvisor refuses the specs that
+# meet it; a runtime that does not show it answers it.
+RUNTIME_OWN_BLOCKERS = (
+    ("B14", shows_b14, "refuse_masked_under_readonly",
+     "this runtime leaves a masked directory inside a read-only path writable here"),
+    ("B22", shows_b22, "refuse_new_network_namespace",
+     "this runtime cannot bring up the loopback of a network namespace it makes here"),
+)
 # crun releases that ran CRI's shapes inside gVisor 20240729 (sid's 1.28);
 # trixie's 1.21 could not ("cannot resolve `null` under rootfs"), bookworm's
 # 1.8.1 neither ("error opening file `/proc/self/setgroups`"). An apt offer
@@ -184,14 +193,9 @@ def wrapper_adaptations(facts: dict, runtime: dict, policy: Policy) -> list[dict
     if "B1" in blockers and (check.get("cgroup_namespace") or {}).get("works") is not True:
         adaptations.append(entry("drop_cgroup_namespace", ["B1"],
                                  "the kernel has no cgroup namespaces and the runtime refuses specs that ask for one"))
-    # B14 is the chosen runtime's own, as the check showed it.
-    if "B14" in blockers and shows_b14(facts, runtime["value"]):
-        adaptations.append(entry("refuse_masked_under_readonly", ["B14"],
-                                 "this runtime leaves a masked directory inside a read-only path writable here"))
-    # B22 likewise: a runtime that cannot make a network namespace of its own here.
-    if "B22" in blockers and shows_b22(check):
-        adaptations.append(entry("refuse_new_network_namespace", ["B22"],
-                                 "this runtime cannot bring up the loopback of a network namespace it makes here"))
+    for blocker, shows, refusal, why in RUNTIME_OWN_BLOCKERS:
+        if blocker in blockers and shows(check):
+            adaptations.append(entry(refusal, [blocker], why))
     if "B9" in blockers and (check.get("pid_namespace_join") or {}).get("works") is not True:
         if policy.pid_namespace_per_container:
             adaptations.append(entry("pid_namespace_per_container", ["B9"],
@@ -359,19 +363,14 @@ def gvisor_release(facts: dict) -> str:
     return "not gVisor"
 
 
-def shows_b14(facts: dict, runtime: str) -> bool:
-    return (_check(facts, runtime).get("masked_under_readonly") or {}).get("error") == MASK_WRITE_SEEN
-
-
 def decide(facts: dict, policy: Policy) -> dict:
     """The decision record of one host."""
     errors: list[str] = []
     runtime = choose_runtime(facts, policy, errors)
-    # B14 and B22 belong to the runtime that showed them: choosing another answers them.
-    if "B14" in _ids(facts) and not shows_b14(facts, runtime["value"]):
-        runtime["answers"] = sorted(set(runtime["answers"]) | {"B14"}, key=_blocker_number)
-    if "B22" in _ids(facts) and not shows_b22(_check(facts, runtime["value"])):
-        runtime["answers"] = sorted(set(runtime["answers"]) | {"B22"}, key=_blocker_number)
+    # A runtime's own blocker is answered by choosing a runtime that does not show it.
+    answered = {blocker for blocker, shows, _, _ in RUNTIME_OWN_BLOCKERS
+                if blocker in _ids(facts) and not shows(_check(facts, runtime["value"]))}
+    runtime["answers"] = sorted(set(runtime["answers"]) | answered, key=_blocker_number)
     adaptations = wrapper_adaptations(facts, runtime, policy)
     engine = engine_settings(facts)
     kubernetes = kubernetes_settings(facts, policy.engine)
