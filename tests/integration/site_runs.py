@@ -63,6 +63,22 @@ def assert_verified(run) -> dict:
     return result
 
 
+def converged_kubernetes_node(node_factory, suffix: str):
+    """A fresh sid node converged by site.yml with the kubernetes engine, and verified."""
+    node = node_factory(suffix)
+    node.add_host_vars(container_engine="kubernetes")
+    converge_verified(node)
+    return node
+
+
+def converge_verified(node, *args: str):
+    """site.yml on NODE (any engine) ran without a failure and its verify said READY; the run."""
+    run = node.playbook("site.yml", *args)
+    assert run.returncode == 0, run.stderr + json.dumps(run.stats) + "\n" + "\n".join(failed_tasks(run))
+    assert f"verify on {node.name}: READY" in run.task("Report the verify result")["msg"]
+    return run
+
+
 # Everything a pod leaves when it is not cleaned up, counted on the node with
 # the CRI client's python: sandboxes and containers over CRI, containerd's
 # containers, runc's state directories, pod cgroups, mounts of containerd's
