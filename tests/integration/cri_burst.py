@@ -25,26 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from ansible_collections.k3s_gvisor.node.plugins.module_utils.cri_pod_sandbox import CheckSettings, PodSandboxCheck
 from cri_api.v1 import api_pb2, api_pb2_grpc
+from node_counts import processes
 
 RUNC_ROOT = "/run/containerd/runc/k8s.io"
 # Where containerd mounts: its tasks' rootfs and state, and its snapshotters' directories.
 MOUNT_ROOTS = ("/run/containerd/", "/var/lib/containerd/")
 SETTLE_SECONDS = 60
-
-
-def processes() -> list[tuple[str, str]]:
-    """(comm, state) of every process but this one."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stream:
-                stat = stream.read()
-        except OSError:
-            continue
-        found.append((stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()[0]))
-    return found
 
 
 def count_node(stub) -> dict:

@@ -27,7 +27,6 @@ import argparse
 import glob
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -42,16 +41,12 @@ from ansible_collections.k3s_gvisor.node.plugins.module_utils.cri_pod_sandbox im
 )
 from cri_api.v1 import api_pb2, api_pb2_grpc
 from cri_burst import PeakCounter, count_node
+from node_counts import host_veths, percentile
 
 SUPERVISE = "/usr/local/bin/k3s-gvisor-supervise"
 SETTLE_SECONDS = 90
 # Seconds the engine may take to come back after SIGKILL (the supervisor backs off 1 s first).
 ENGINE_BACK_SECONDS = 120
-
-
-# gvisor-bridge names a pod's host-side veth "gvb" + 12 hex digits (HostVethName in its link.go);
-# its bridge, gvbr0, is not one.
-HOST_VETH_NAME = re.compile(r"gvb[0-9a-f]{12}")
 
 
 def parse_waves(text: str) -> list[int]:
@@ -65,21 +60,9 @@ def parse_waves(text: str) -> list[int]:
 
 def count_soak(stub, ipam_dir: str) -> dict:
     """count_node, plus what the pod network adds per pod: veths and address reservations."""
-    # By name, not `type veth`: gVisor's netlink reports no link kind, so that filter matches nothing.
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
-    host_veths = [line for line in links.stdout.splitlines()
-                  if HOST_VETH_NAME.fullmatch(line.split(":", 2)[1].strip().split("@", 1)[0])]
     reservations = [path for path in glob.glob(os.path.join(ipam_dir, "*"))
                     if not os.path.basename(path).startswith(("last_reserved_ip", "lock"))]
-    return dict(count_node(stub), veths=len(host_veths), ipam_reservations=len(reservations))
-
-
-def percentile(values: list[float], share: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
+    return dict(count_node(stub), veths=host_veths(), ipam_reservations=len(reservations))
 
 
 def summarize(results: list[dict]) -> dict:

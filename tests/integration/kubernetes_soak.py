@@ -22,12 +22,13 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 from datetime import datetime
+
+from node_counts import host_veths, percentile, processes
 
 KUBECTL = ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "--request-timeout", "20s"]
 CTR = ["ctr", "--address", "/run/containerd/containerd.sock", "--namespace", "k8s.io"]
@@ -45,7 +46,6 @@ DATASTORE = "/var/lib/k3s-gvisor/kine/state.db"
 MOUNT_ROOTS = ("/run/containerd/", "/var/lib/containerd/", "/var/lib/kubelet/pods/", "/run/netns/", "/var/run/netns/")
 # Every snapshotter's snapshots (the record picks the snapshotter).
 SNAPSHOTS = "/var/lib/containerd/io.containerd.snapshotter.v1.*/snapshots/*"
-HOST_VETH_NAME = re.compile(r"gvb[0-9a-f]{12}")
 SERVICE_PROXIES = ("gvisor-service-proxy", "kube-proxy")
 
 
@@ -95,9 +95,9 @@ class Tally:
     def add(self, items: list[dict], ran_when: str) -> None:
         for pod in items:
             entry = self.seen.setdefault(pod["metadata"]["uid"], {"ran": False, "startup": None, "restarts": 0})
-            ended = ran_when == "ready" and (condition(pod, "Ready") or {}).get("status") == "True"
+            ready = ran_when == "ready" and (condition(pod, "Ready") or {}).get("status") == "True"
             start = started_at(pod)
-            if ended or (ran_when == "started" and start):
+            if ready or (ran_when == "started" and start):
                 entry["ran"] = True
                 moment = condition(pod, "Ready")["lastTransitionTime"] if ran_when == "ready" else start
                 entry["startup"] = stamp(moment) - stamp(pod["metadata"]["creationTimestamp"])
@@ -111,10 +111,6 @@ class Tally:
                 "recreated": max(0, len(self.seen) - size) + sum(entry["restarts"] > 0 for entry in self.seen.values()),
                 "startup_p50": percentile(startups, 0.5), "startup_p99": percentile(startups, 0.99),
                 "startup_max": startups[-1] if startups else None}
-
-
-def percentile(values: list[float], share: float) -> float | None:
-    return values[min(len(values) - 1, round(share * (len(values) - 1)))] if values else None
 
 
 def wait(until, what: str) -> None:
@@ -227,24 +223,19 @@ def engine_mount_points() -> list[str]:
         return [line.split()[4] for line in stream]
 
 
-def host_veths() -> int:
-    # By name (gvisor-bridge's "gvb" + 12 hex digits): gVisor's netlink reports no link kind.
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
-    return sum(bool(HOST_VETH_NAME.fullmatch(line.split(":", 2)[1].strip().split("@", 1)[0]))
-               for line in links.splitlines())
+def keyrings() -> int | None:
+    """Lines of /proc/keys (one per key the node holds), or None where gVisor has no such file."""
+    try:
+        with open("/proc/keys", encoding="utf-8") as stream:
+            return len(stream.read().splitlines())
+    except FileNotFoundError:
+        return None
 
 
 def count() -> dict:
     """What a pod can leave behind on the node."""
     mount_points = engine_mount_points()
-    states = []
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            with open(stat, encoding="utf-8") as stream:
-                text = stream.read()
-        except OSError:  # the process ended between the glob and the read
-            continue
-        states.append((text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2]))
+    states = processes()
     return {
         "containerd_tasks": lines(*CTR, "tasks", "ls", "-q"),
         "containerd_containers": lines(*CTR, "containers", "ls", "-q"),
@@ -257,7 +248,7 @@ def count() -> dict:
         if os.path.isdir(IPAM_DIR) else 0,
         "kubelet_pod_dirs": len(glob.glob("/var/lib/kubelet/pods/*")),
         "pod_log_dirs": len(glob.glob("/var/log/pods/*")),
-        "keyrings": lines("cat", "/proc/keys") if os.path.exists("/proc/keys") else None,
+        "keyrings": keyrings(),
     }
 
 

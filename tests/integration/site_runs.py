@@ -142,7 +142,7 @@ def ship_burst(node, scripts=("cri_burst.py",)) -> None:
     """SCRIPTS (of tests/integration) and the module_utils they import, written from inside the node (see docs/NODES.md)."""
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
-        for script in scripts:
+        for script in (*scripts, "node_counts.py"):
             tar.add(REPO / "tests/integration" / script, arcname=script)
         for name in MODULE_UTILS:
             tar.add(REPO / "plugins" / "module_utils" / f"{name}.py",

@@ -39,7 +39,8 @@ from site_runs import converge_verified, converged_kubernetes_node
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = "/tmp/k3s-gvisor-kubernetes-soak.py"
+SHIPPED = "/tmp/k3s-gvisor-soak"
+SCRIPT = f"{SHIPPED}/kubernetes_soak.py"
 DEPLOYMENT_SIZE = 20
 JOB_SIZE = 50
 # Seconds into a wave at which its component is killed: pods are being made.
@@ -65,7 +66,8 @@ def on_node(node, *args: str, timeout: float = WAVE_TIMEOUT) -> dict:
 
 
 def prepare_soak(node) -> None:
-    node.ship({"k3s-gvisor-kubernetes-soak.py": str(REPO / "tests/integration/kubernetes_soak.py")}, "/tmp")
+    node.ship({name: str(REPO / "tests/integration" / name) for name in ("kubernetes_soak.py", "node_counts.py")},
+              SHIPPED)
     on_node(node, "setup")
 
 
