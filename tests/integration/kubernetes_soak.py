@@ -191,7 +191,8 @@ def pids(name: str) -> list[int]:
 
 
 def kill(name: str) -> dict:
-    """SIGKILL a component, as a crash would; wait until a new one, and only one, runs.
+    """SIGKILL a component, as a crash would; wait until a new one, and only one,
+    runs beside one kubelet and one containerd.
 
     'service-proxy' is whichever proxy the record runs; 'k3s-gvisor-node' is
     the kubelet's launcher (containerd and the kubelet are its children and
@@ -205,11 +206,13 @@ def kill(name: str) -> dict:
     while time.monotonic() - killed < API_BACK_SECONDS:
         time.sleep(POLL_SECONDS)
         now = pids(watched)
-        if len(now) == 1 and now[0] != old:
+        # The kubelet starts only once a new containerd is ready: wait for the pair.
+        engine = {"kubelets": len(pids("kubelet")), "containerds": len(pids("containerd"))}
+        if len(now) == 1 and now[0] != old and engine == {"kubelets": 1, "containerds": 1}:
             return {"name": name, "killed_pid": old, "new_pid": now[0],
-                    "back_seconds": round(time.monotonic() - killed, 1),
-                    "kubelets": len(pids("kubelet")), "containerds": len(pids("containerd"))}
-    raise SystemExit(f"{name}: {watched} not back alone within {API_BACK_SECONDS} s of SIGKILL: {pids(watched)}")
+                    "back_seconds": round(time.monotonic() - killed, 1), **engine}
+    raise SystemExit(f"{name}: {watched} not back alone, with one kubelet and one containerd, within "
+                     f"{API_BACK_SECONDS} s of SIGKILL: {pids(watched)}, {engine}")
 
 
 def lines(*argv: str) -> int:
